@@ -1,0 +1,33 @@
+"""Names that other systems depend on: task names, queues, Redis keys, audio format.
+
+They live in one place because backends in other languages hard-code them. Changing one is a breaking change.
+"""
+
+from __future__ import annotations
+
+TASK_SYNTHESIZE = "f5tts.synthesize"
+TASK_SYNTHESIZE_BATCH = "f5tts.synthesize_batch"
+TASK_ASSEMBLE_CHAPTER = "f5tts.assemble_chapter"
+
+DEFAULT_QUEUE = "f5tts"
+DEFAULT_CPU_QUEUE = "f5tts-cpu"
+
+CONTRACT_VERSION = 1
+
+# Redis hash where jobs that failed for good are recorded (dead letters), keyed by job id.
+FAILED_JOBS_KEY = "f5tts:failed"
+
+# Audio produced by F5-TTS with the vocos vocoder: 24 kHz mono, 256-sample mel hop.
+SAMPLE_RATE = 24_000
+HOP_LENGTH = 256
+N_MELS = 100
+
+# Object metadata names (S3 lower-cases user metadata keys, so these are lower-case).
+META_JOB_ID = "f5-job-id"
+META_JOB_HASH = "f5-job-hash"
+META_TEXT_SHA256 = "f5-text-sha256"
+META_SEED = "f5-seed"
+META_MODEL = "f5-model"
+META_PARAMS_HASH = "f5-params-hash"
+META_SHA256 = "f5-sha256"
+META_DURATION = "f5-duration-s"

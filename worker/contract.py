@@ -1,0 +1,215 @@
+"""The job contract, version 1: what a job, its result and its error look like on the wire.
+
+This module is imported by the worker, the producer and anything else that builds jobs, so it must stay free of torch
+and of Celery. The JSON Schema in ``schema/job.schema.json`` is generated from these models (``python -m
+worker.contract``) and a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.constants import CONTRACT_VERSION
+from worker.keys import derived_output_key, validate_key
+
+MAX_TEXT_CHARS = 4_000
+MAX_REF_TEXT_CHARS = 1_000
+MAX_METADATA_BYTES = 16_384
+MAX_SEED = 2**63 - 1
+_DERIVED_SEED_MODULUS = 2**31
+
+
+def _check_text(value: str, what: str) -> str:
+    """Refuse text that cannot be spoken or cannot even be encoded, with the reason in words."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode (a lone surrogate at position {exc.start})") from None
+    if not value.strip():
+        raise ValueError(f"{what} is empty or only whitespace")
+    for position, char in enumerate(value):
+        if char in "\n\t\r":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs", "Co", "Cn") and not char.isprintable():
+            raise ValueError(f"{what} contains the control character U+{ord(char):04X} at position {position}")
+    return value
+
+
+class _Strict(BaseModel):
+    """Unknown fields are refused, not ignored: a typo in a parameter name must not silently change nothing."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class JobParams(_Strict):
+    """Sampling parameters. Defaults match upstream F5-TTS except ``nfe_step`` (16, the batch-friendly setting)."""
+
+    nfe_step: int = Field(16, ge=1, le=128, description="Flow-matching steps (NFE). 32 is upstream's quality default.")
+    cfg_strength: float = Field(2.0, ge=0.0, le=10.0, description="Classifier-free guidance strength.")
+    sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0, description="Sway sampling coefficient.")
+    speed: float = Field(1.0, gt=0.0, le=4.0, description="Speaking rate; scales the generated duration.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Noise seed. Absent: derived from the job's content (reproducible)."
+    )
+    use_fp16: bool = Field(
+        True, description="false runs this job in fp32 on the worker; true uses the worker's precision policy."
+    )
+
+
+class VoiceSpec(_Strict):
+    ref_audio: str = Field(
+        ..., description="Key of the reference clip under the storage prefix (or the worker's voices folder)."
+    )
+    ref_text: str = Field(
+        ..., min_length=1, max_length=MAX_REF_TEXT_CHARS, description="Exact transcript of the reference clip."
+    )
+    preprocess: bool = Field(
+        True, description="Clip to 12 s at a silence and trim the edges, as upstream does. false: use it as given."
+    )
+
+    @field_validator("ref_audio")
+    @classmethod
+    def _ref_audio_is_a_key(cls, value: str) -> str:
+        validate_key(value, field="voice.ref_audio")
+        return value
+
+    @field_validator("ref_text")
+    @classmethod
+    def _ref_text_is_text(cls, value: str) -> str:
+        return _check_text(value, "voice.ref_text")
+
+
+class OutputSpec(_Strict):
+    key: str | None = Field(None, description="Object key under the storage prefix. Absent: derived from content.")
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_safe(cls, value: str | None) -> str | None:
+        if value is not None:
+            validate_key(value, field="output.key")
+            if not value.endswith(".wav"):
+                raise ValueError("output.key must end with .wav (the worker writes WAV)")
+        return value
+
+
+class Job(_Strict):
+    """One piece of text to speak in one voice, and where to put the audio."""
+
+    version: Literal[1] = Field(CONTRACT_VERSION, description="Contract version.")
+    job_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="Caller's id. Absent: derived from content."
+    )
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Text to synthesise.")
+    voice: VoiceSpec
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    params: JobParams = Field(default_factory=JobParams)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Caller data, echoed in the result.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_is_text(cls, value: str) -> str:
+        return _check_text(value, "text")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_small_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are carried")
+        return value
+
+    def content_hash(self) -> str:
+        """Hash of everything that shapes the audio except the model; stable across processes and languages."""
+        params = self.params.model_dump()
+        params["seed"] = self.params.seed
+        payload = {
+            "text": self.text,
+            "ref_audio": self.voice.ref_audio,
+            "ref_text": self.voice.ref_text,
+            "preprocess": self.voice.preprocess,
+            "params": params,
+        }
+        canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def resolved_seed(self) -> int:
+        """The given seed, or one derived from content, so a redelivered job reproduces its audio exactly."""
+        if self.params.seed is not None:
+            return self.params.seed
+        return int(self.content_hash()[:16], 16) % _DERIVED_SEED_MODULUS
+
+    def resolved_job_id(self) -> str:
+        return self.job_id or self.content_hash()[:32]
+
+    def resolved_key(self) -> str:
+        return self.output.key or derived_output_key(self.content_hash())
+
+    def job_hash(self, model: str) -> str:
+        """What a stored object is compared against to decide whether a re-run can be skipped."""
+        return hashlib.sha256(f"{self.content_hash()}|{model}|{self.resolved_seed()}".encode()).hexdigest()
+
+    def params_hash(self) -> str:
+        canonical = json.dumps(self.params.model_dump(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class Timings(BaseModel):
+    queue_s: float | None = Field(None, description="From publish to start of work (needs the sent timestamp).")
+    inference_s: float = 0.0
+    upload_s: float = 0.0
+
+
+class JobResult(BaseModel):
+    """What a finished job returns (and what ``synthesize_batch`` returns per successful item)."""
+
+    job_id: str
+    key: str
+    bytes: int
+    sha256: str
+    duration_s: float
+    sample_rate: int
+    seed: int
+    skipped: bool
+    timings: Timings
+    rtf: float | None
+    precision: str
+    model: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobError(BaseModel):
+    """A bad-input failure, as a structured value."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class BatchItemResult(BaseModel):
+    """One entry of a ``synthesize_batch`` result: either ``result`` or ``error`` is set."""
+
+    job_id: str | None
+    ok: bool
+    result: JobResult | None = None
+    error: JobError | None = None
+
+
+def job_json_schema() -> dict[str, Any]:
+    schema = Job.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://github.com/f5-batch/f5-batch/schema/job.schema.json"
+    schema["title"] = "f5-batch job (contract v1)"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(job_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_text(), end="")

@@ -1,0 +1,125 @@
+"""Batch planning: which items run together in one sampling pass, and at what padded shape.
+
+Pure Python with no torch, so it is tested on CPU without a model and shared by the producer (grouping segments into
+``synthesize_batch`` jobs) and the worker (packing dynamic batches). Items are packed by a frame budget, longest first,
+so that items of similar length share a pass and padding stays small; shapes are rounded up to a small set of buckets
+so that a compiled worker reuses a bounded number of graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+DEFAULT_FRAME_BUCKETS: tuple[int, ...] = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
+OVERFLOW_GRANULE = 512
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One unit of work as the planner sees it."""
+
+    id: Hashable  # the caller's handle, returned untouched in the plan
+    frames: int  # mel frames this item needs (reference plus generated)
+    group: Hashable = None  # items run together only within a group (same precision, steps, sway)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """One sampling pass: its items, longest first, and the padded shape it runs at."""
+
+    items: tuple[PlanItem, ...]
+    frames: int  # padded frame length: a bucket, or a multiple of OVERFLOW_GRANULE past the last bucket
+    group: Hashable = None
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.size * self.frames
+
+    @property
+    def fill(self) -> float:
+        """Share of the padded shape that carries real frames (1.0 means no padding)."""
+        return sum(item.frames for item in self.items) / self.padded_tokens
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """How passes are packed. ``frame_budget`` bounds ``batch × padded frames`` per pass (CFG doubles it on device)."""
+
+    frame_budget: int = 32_768
+    max_batch: int = 64
+    frame_buckets: tuple[int, ...] = DEFAULT_FRAME_BUCKETS
+    # When set, every pass has one of these sizes (compiled graphs are recorded per size); otherwise any size.
+    batch_sizes: tuple[int, ...] | None = None
+    _sorted_sizes: tuple[int, ...] = field(init=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        if self.frame_budget < 1 or self.max_batch < 1:
+            raise ValueError(f"frame_budget and max_batch must be ≥ 1, got {self.frame_budget}, {self.max_batch}")
+        if not self.frame_buckets or any(b < 1 for b in self.frame_buckets):
+            raise ValueError(f"frame_buckets must be positive, got {self.frame_buckets}")
+        sizes = tuple(sorted(set(self.batch_sizes or ())))
+        if self.batch_sizes is not None and (not sizes or sizes[0] != 1):
+            raise ValueError(f"batch_sizes must include 1, got {self.batch_sizes}")
+        object.__setattr__(self, "frame_buckets", tuple(sorted(set(self.frame_buckets))))
+        object.__setattr__(self, "_sorted_sizes", sizes)
+
+    def bucket_frames(self, frames: int) -> int:
+        for bucket in self.frame_buckets:
+            if frames <= bucket:
+                return bucket
+        return math.ceil(frames / OVERFLOW_GRANULE) * OVERFLOW_GRANULE
+
+    def fits(self, size: int, frames: int) -> bool:
+        return size <= self.max_batch and size * self.bucket_frames(frames) <= self.frame_budget
+
+    def largest_size_at_most(self, n: int) -> int:
+        if not self._sorted_sizes:
+            return n
+        return max(size for size in self._sorted_sizes if size <= n)
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every (batch, frames) shape a plan can produce within the buckets: what warm-up must cover."""
+        sizes = self._sorted_sizes or tuple(2**k for k in range(int(math.log2(self.max_batch)) + 1))
+        return [
+            (size, bucket)
+            for bucket in self.frame_buckets
+            for size in sizes
+            if size == 1 or (size <= self.max_batch and size * bucket <= self.frame_budget)
+        ]
+
+
+def plan_batches(items: Iterable[PlanItem], config: PlannerConfig) -> list[BatchPlan]:
+    """Pack items into passes: per group, longest first, each pass as large as the budget allows.
+
+    An item too long for the budget on its own still runs, alone. With ``batch_sizes`` set, a pass is cut down to
+    the largest allowed size and the rest carry over to the next pass, so no dummy rows are ever computed.
+    """
+    by_group: dict[Hashable, list[PlanItem]] = {}
+    for item in items:
+        if item.frames < 1:
+            raise ValueError(f"item {item.id!r} has {item.frames} frames; at least 1 is needed")
+        by_group.setdefault(item.group, []).append(item)
+
+    plans: list[BatchPlan] = []
+    for group, members in by_group.items():
+        queue = sorted(members, key=lambda item: -item.frames)
+        while queue:
+            take = _fill_count(queue, config)
+            batch, queue = queue[:take], queue[take:]
+            plans.append(BatchPlan(tuple(batch), config.bucket_frames(batch[0].frames), group))
+    return plans
+
+
+def _fill_count(queue: Sequence[PlanItem], config: PlannerConfig) -> int:
+    """How many items from the head of a longest-first queue form the next pass."""
+    longest = queue[0].frames  # the head is the longest, so it sets the padded length
+    count = 1
+    while count < len(queue) and config.fits(count + 1, longest):
+        count += 1
+    return config.largest_size_at_most(count)

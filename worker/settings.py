@@ -1,0 +1,133 @@
+"""Settings for every part of f5-batch, read from the environment (and a ``.env`` file) with pydantic-settings.
+
+One class per concern; each default is written once, here. Settings are built at the edges (the Celery app, the CLI)
+and passed down. Variable names follow the seed project's (``BROKER_URL``, ``F5_MODEL``, ``ENABLE_TORCH_COMPILE``...);
+the README's configuration table lists them all.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.constants import DEFAULT_QUEUE
+from worker.engine.planner import DEFAULT_FRAME_BUCKETS, PlannerConfig
+from worker.engine.precision import PRECISION_CHOICES
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, frozen=True)
+
+
+class BrokerSettings(_Section):
+    """Where jobs and results travel, and the Celery delivery guarantees that depend on timing."""
+
+    broker_url: str = Field("redis://localhost:6379/0", validation_alias=_env("BROKER_URL", "CELERY_BROKER_URL"))
+    result_backend: str | None = Field(
+        None, validation_alias=_env("RESULT_BACKEND", "CELERY_RESULT_BACKEND"), description="Defaults to BROKER_URL."
+    )
+    queue: str = Field(DEFAULT_QUEUE, validation_alias=_env("F5_QUEUE"))
+    # A job running longer than this is killed (hard) / interrupted (soft). Both must stay below the visibility timeout,
+    # or Redis hands a still-running job to a second worker.
+    task_soft_time_limit: int = Field(1500, ge=1, validation_alias=_env("TASK_SOFT_TIME_LIMIT"))
+    task_time_limit: int = Field(1800, ge=1, validation_alias=_env("TASK_TIME_LIMIT"))
+    visibility_timeout: int = Field(3600, ge=1, validation_alias=_env("VISIBILITY_TIMEOUT"))
+    result_expires: int = Field(7 * 24 * 3600, ge=60, validation_alias=_env("RESULT_EXPIRES"))
+    max_retries: int = Field(20, ge=0, validation_alias=_env("TASK_MAX_RETRIES"))
+    retry_backoff_max: int = Field(120, ge=1, validation_alias=_env("RETRY_BACKOFF_MAX"))
+    # Model build and warm-up run in worker_process_init; Celery kills a child that takes longer than this.
+    proc_alive_timeout: float = Field(900.0, ge=4, validation_alias=_env("WORKER_PROC_ALIVE_TIMEOUT"))
+
+    @property
+    def resolved_result_backend(self) -> str:
+        return self.result_backend or self.broker_url
+
+
+class StorageSettings(_Section):
+    """Where audio goes: ``s3://bucket/prefix`` or ``file:///abs/path``."""
+
+    storage_url: str = Field("file://./output", validation_alias=_env("STORAGE_URL"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"))
+    s3_region: str | None = Field(None, validation_alias=_env("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field("path", validation_alias=_env("S3_ADDRESSING_STYLE"))
+    s3_multipart_threshold_mb: int = Field(16, ge=5, validation_alias=_env("S3_MULTIPART_THRESHOLD_MB"))
+    s3_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("S3_CONNECT_TIMEOUT"))
+    s3_read_timeout: float = Field(30.0, gt=0, validation_alias=_env("S3_READ_TIMEOUT"))
+    voices_dir: str | None = Field(
+        None, validation_alias=_env("F5_VOICES_DIR"), description="Local folder searched for voice keys before storage."
+    )
+
+
+class EngineSettings(_Section):
+    """How the model is built and run. The engine takes this object as is."""
+
+    model: str = Field("F5TTS_v1_Base", validation_alias=_env("F5_MODEL"))
+    ckpt_file: str | None = Field(None, validation_alias=_env("F5_CKPT_FILE"))
+    vocab_file: str | None = Field(None, validation_alias=_env("F5_VOCAB_FILE"))
+    vocoder_path: str | None = Field(None, validation_alias=_env("F5_VOCODER_PATH"))
+    hf_cache_dir: str | None = Field(None, validation_alias=_env("F5_HF_CACHE_DIR"))
+    random_cache_dir: str | None = Field(
+        None, validation_alias=_env("F5_RANDOM_CACHE_DIR"), description="Where random-weight checkpoints are written."
+    )
+    precision: str = Field("auto", validation_alias=_env("F5_PRECISION"))
+    device: str | None = Field(None, validation_alias=_env("F5_DEVICE"), description="cuda, cuda:N or cpu; auto.")
+    compile: bool | None = Field(None, validation_alias=_env("ENABLE_TORCH_COMPILE"), description="Default: on CUDA.")
+    compile_mode: str = Field("reduce-overhead", validation_alias=_env("F5_COMPILE_MODE"))
+    cudnn_benchmark: bool = Field(True, validation_alias=_env("ENABLE_CUDNN_BENCHMARK"))
+    matmul_precision: Literal["highest", "high", "medium"] = Field("high", validation_alias=_env("TORCH_MATMUL_PRECISION"))
+    frame_budget: int = Field(32_768, ge=256, validation_alias=_env("F5_BATCH_FRAMES"))
+    max_batch: int = Field(64, ge=1, le=1024, validation_alias=_env("F5_MAX_BATCH"))
+    frame_buckets: Annotated[tuple[int, ...], NoDecode] = Field(DEFAULT_FRAME_BUCKETS, validation_alias=_env("F5_FRAME_BUCKETS"))
+    warmup: bool = Field(True, validation_alias=_env("F5_WARMUP"))
+    voice_cache_size: int = Field(64, ge=1, validation_alias=_env("F5_VOICE_CACHE_SIZE"))
+    max_reference_seconds: float = Field(60.0, gt=0.5, validation_alias=_env("F5_MAX_REFERENCE_SECONDS"))
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value not in PRECISION_CHOICES:
+            raise ValueError(f"F5_PRECISION must be one of {', '.join(PRECISION_CHOICES)}, got {value!r}")
+        return value
+
+    @field_validator("frame_buckets", mode="before")
+    @classmethod
+    def _parse_buckets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+        return value
+
+    def planner_config(self, compiled: bool) -> PlannerConfig:
+        sizes = tuple(2**k for k in range(self.max_batch.bit_length()) if 2**k <= self.max_batch) if compiled else None
+        return PlannerConfig(
+            frame_budget=self.frame_budget, max_batch=self.max_batch, frame_buckets=self.frame_buckets,
+            batch_sizes=sizes,
+        )
+
+
+class MetricsSettings(_Section):
+    port: int | None = Field(None, validation_alias=_env("F5_METRICS_PORT"), description="Prometheus port; off if unset.")
+
+
+class FlowerSettings(_Section):
+    basic_auth: SecretStr | None = Field(None, validation_alias=_env("FLOWER_BASIC_AUTH"))
+
+
+class Settings(BaseSettings):
+    """All settings, one section per concern."""
+
+    model_config = SettingsConfigDict(frozen=True)
+
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+
+def load_settings() -> Settings:
+    return Settings()
