@@ -24,6 +24,11 @@ MAX_SEED = 2**63 - 1
 _DERIVED_SEED_MODULUS = 2**31
 
 
+def derive_seed(content_hash: str) -> int:
+    """A seed from a content hash: the same job always gets the same noise, on any worker, in any language."""
+    return int(content_hash[:16], 16) % _DERIVED_SEED_MODULUS
+
+
 def _check_text(value: str, what: str) -> str:
     """Refuse text that cannot be spoken or cannot even be encoded, with the reason in words."""
     try:
@@ -104,7 +109,8 @@ class Job(_Strict):
     job_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="Caller's id. Absent: derived from content."
     )
-    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Text to synthesise.")
+    text: str = Field(..., description="Text to synthesise.",
+                      json_schema_extra={"minLength": 1, "maxLength": MAX_TEXT_CHARS})
     voice: VoiceSpec
     output: OutputSpec = Field(default_factory=OutputSpec)
     params: JobParams = Field(default_factory=JobParams)
@@ -113,6 +119,10 @@ class Job(_Strict):
     @field_validator("text")
     @classmethod
     def _text_is_text(cls, value: str) -> str:
+        if len(value) > MAX_TEXT_CHARS:
+            raise ValueError(
+                f"text has {len(value)} characters; a job carries at most {MAX_TEXT_CHARS}. Split long texts into "
+                "segments with the producer (f5-batch enqueue), which also keeps chapters in order")
         return _check_text(value, "text")
 
     @field_validator("metadata")
@@ -141,7 +151,7 @@ class Job(_Strict):
         """The given seed, or one derived from content, so a redelivered job reproduces its audio exactly."""
         if self.params.seed is not None:
             return self.params.seed
-        return int(self.content_hash()[:16], 16) % _DERIVED_SEED_MODULUS
+        return derive_seed(self.content_hash())
 
     def resolved_job_id(self) -> str:
         return self.job_id or self.content_hash()[:32]

@@ -55,7 +55,8 @@ class StorageSettings(_Section):
     storage_url: str = Field("file://./output", validation_alias=_env("STORAGE_URL"))
     s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"))
     s3_region: str | None = Field(None, validation_alias=_env("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
-    s3_addressing_style: Literal["auto", "path", "virtual"] = Field("path", validation_alias=_env("S3_ADDRESSING_STYLE"))
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "path", validation_alias=_env("S3_ADDRESSING_STYLE"))
     s3_multipart_threshold_mb: int = Field(16, ge=5, validation_alias=_env("S3_MULTIPART_THRESHOLD_MB"))
     s3_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("S3_CONNECT_TIMEOUT"))
     s3_read_timeout: float = Field(30.0, gt=0, validation_alias=_env("S3_READ_TIMEOUT"))
@@ -80,10 +81,12 @@ class EngineSettings(_Section):
     compile: bool | None = Field(None, validation_alias=_env("ENABLE_TORCH_COMPILE"), description="Default: on CUDA.")
     compile_mode: str = Field("reduce-overhead", validation_alias=_env("F5_COMPILE_MODE"))
     cudnn_benchmark: bool = Field(True, validation_alias=_env("ENABLE_CUDNN_BENCHMARK"))
-    matmul_precision: Literal["highest", "high", "medium"] = Field("high", validation_alias=_env("TORCH_MATMUL_PRECISION"))
+    matmul_precision: Literal["highest", "high", "medium"] = Field(
+        "high", validation_alias=_env("TORCH_MATMUL_PRECISION"))
     frame_budget: int = Field(32_768, ge=256, validation_alias=_env("F5_BATCH_FRAMES"))
     max_batch: int = Field(64, ge=1, le=1024, validation_alias=_env("F5_MAX_BATCH"))
-    frame_buckets: Annotated[tuple[int, ...], NoDecode] = Field(DEFAULT_FRAME_BUCKETS, validation_alias=_env("F5_FRAME_BUCKETS"))
+    frame_buckets: Annotated[tuple[int, ...], NoDecode] = Field(
+        DEFAULT_FRAME_BUCKETS, validation_alias=_env("F5_FRAME_BUCKETS"))
     warmup: bool = Field(True, validation_alias=_env("F5_WARMUP"))
     voice_cache_size: int = Field(64, ge=1, validation_alias=_env("F5_VOICE_CACHE_SIZE"))
     max_reference_seconds: float = Field(60.0, gt=0.5, validation_alias=_env("F5_MAX_REFERENCE_SECONDS"))
@@ -111,7 +114,8 @@ class EngineSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    port: int | None = Field(None, validation_alias=_env("F5_METRICS_PORT"), description="Prometheus port; off if unset.")
+    port: int | None = Field(
+        None, validation_alias=_env("F5_METRICS_PORT"), description="Prometheus port; off if unset.")
 
 
 class FlowerSettings(_Section):

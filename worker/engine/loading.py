@@ -111,7 +111,7 @@ def build_model(preset: ModelPreset, vocab: dict[str, int]) -> torch.nn.Module:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Weights from ``.safetensors`` or ``.pt``, EMA preferred, with upstream's key prefixes and stale buffers removed."""
+    """Weights from ``.safetensors`` or ``.pt``, EMA preferred, upstream's key prefixes and stale buffers removed."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

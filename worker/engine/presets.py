@@ -70,7 +70,7 @@ def _upstream_config(name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
 def _read_model_section(config: Any, source: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     model = config.get("model") if isinstance(config, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("arch"), dict):
-        raise BadInputError("unknown_model", f"{source} has no model.arch section (an upstream F5-TTS config is needed)")
+        raise BadInputError("unknown_model", f"{source} has no model.arch section (an upstream F5-TTS config)")
     mel_spec = {**DEFAULT_MEL_SPEC, **(model.get("mel_spec") or {})}
     return str(model.get("backbone", "DiT")), dict(model["arch"]), mel_spec
 

@@ -7,6 +7,7 @@ output layers that upstream zero-initialises are given random values too, so a r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -92,10 +93,8 @@ def write_random_files(preset: ModelPreset, vocab_path: Path, root: Path, seed: 
             config_path = staging / "vocos" / "config.yaml"
             config_path.write_text(yaml.safe_dump(vocos_config(preset.vocoder_size, preset.mel_spec)))
             torch.save(Vocos.from_hparams(str(config_path)).state_dict(), staging / "vocos" / "pytorch_model.bin")
-        try:
+        with contextlib.suppress(OSError):  # another process won the race; its files are identical
             os.rename(staging, target)
-        except OSError:  # another process won the race; its files are identical
-            pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ckpt, vocoder

@@ -119,8 +119,8 @@ def prepare(
     seconds = samples.shape[0] / rate
     if seconds < MIN_REFERENCE_SECONDS:
         raise BadInputError(
-            "bad_reference", f"the reference is {seconds:.2f} s of speech; at least {MIN_REFERENCE_SECONDS} s is needed",
-            _FIELD)
+            "bad_reference",
+            f"the reference is {seconds:.2f} s of speech; at least {MIN_REFERENCE_SECONDS} s is needed", _FIELD)
     if seconds >= MAX_PLANNING_SECONDS:
         raise BadInputError(
             "bad_reference", f"the reference is {seconds:.1f} s; use a clip under {MAX_PLANNING_SECONDS:.0f} s "

@@ -116,7 +116,7 @@ class Sampler:
         y = _pad_stack([seeded_noise(row.seed, row.frames, self.n_mels, device) for row in rows], length)
         cfg = torch.tensor([row.cfg_strength for row in rows], device=device).view(-1, 1, 1)
         t = timesteps(spec.steps, spec.sway_sampling_coef, device)
-        forward = self.compiled_forward if (spec.compiled and self.compiled_forward) else self.transformer
+        forward = self.compiled_forward if (spec.compiled and self.compiled_forward is not None) else self.transformer
         with autocast(spec.precision, device):
             self.transformer.text_cond, self.transformer.text_uncond = self._text_embeddings(rows, length)
             try:

@@ -1,0 +1,18 @@
+"""The ``f5-batch`` command line. Each command lives in its own module; this one only assembles the group."""
+
+from __future__ import annotations
+
+import click
+
+from producer import logs
+from producer.synth import synth
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="-v for progress details, -vv for debug logs.")
+def main(verbose: int) -> None:
+    """Batch speech synthesis with F5-TTS: local synthesis, books to jobs, status, resume and assembly."""
+    logs.configure(verbose)
+
+
+main.add_command(synth)

@@ -1,0 +1,78 @@
+"""Batch planning: pure Python, no model (the planner never touches the device)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from worker.engine.planner import BatchPlan, PlanItem, PlannerConfig, plan_batches
+
+
+def _items(lengths, group=None):
+    return [PlanItem(id=i, frames=n, group=group) for i, n in enumerate(lengths)]
+
+
+def test_every_item_lands_in_exactly_one_pass_within_budget():
+    rng = random.Random(0)
+    items = _items([rng.randint(200, 2000) for _ in range(500)])
+    config = PlannerConfig(frame_budget=16_384, max_batch=32)
+    plans = plan_batches(items, config)
+    ids = [item.id for plan in plans for item in plan.items]
+    assert sorted(ids) == list(range(500))
+    for plan in plans:
+        assert plan.size <= 32
+        assert plan.size == 1 or plan.padded_tokens <= 16_384
+        assert plan.frames >= max(item.frames for item in plan.items)
+
+
+def test_longest_first_groups_similar_lengths():
+    items = _items([300, 1900, 310, 1950, 305, 1980])
+    plans = plan_batches(items, PlannerConfig(frame_budget=6_144, max_batch=3, frame_buckets=(512, 2048)))
+    assert [sorted(i.frames for i in plan.items) for plan in plans] == [[1900, 1950, 1980], [300, 305, 310]]
+    assert [plan.frames for plan in plans] == [2048, 512]
+
+
+def test_packs_by_frame_budget_not_by_count():
+    short = plan_batches(_items([200] * 64), PlannerConfig(frame_budget=8_192, max_batch=64, frame_buckets=(256,)))
+    long = plan_batches(_items([2000] * 64), PlannerConfig(frame_budget=8_192, max_batch=64, frame_buckets=(2048,)))
+    assert [p.size for p in short] == [32, 32]
+    assert {p.size for p in long} == {4}
+
+
+def test_allowed_batch_sizes_cut_without_dummy_rows():
+    config = PlannerConfig(frame_budget=100_000, max_batch=64, frame_buckets=(512,), batch_sizes=(1, 2, 4, 8, 16))
+    plans = plan_batches(_items([400] * 29), config)
+    assert [p.size for p in plans] == [16, 8, 4, 1]
+
+
+def test_groups_never_mix():
+    items = _items([500] * 3, group="bf16") + [PlanItem(id=10 + i, frames=500, group="fp32") for i in range(3)]
+    plans = plan_batches(items, PlannerConfig())
+    assert len(plans) == 2
+    assert all(len({item.group for item in plan.items}) == 1 for plan in plans)
+
+
+def test_an_item_over_budget_runs_alone():
+    plans = plan_batches(_items([5000, 100]), PlannerConfig(frame_budget=1_000, frame_buckets=(256, 4096)))
+    assert [(p.size, p.frames) for p in plans] == [(1, 5120), (1, 256)]
+
+
+def test_shapes_cover_every_plan():
+    rng = random.Random(1)
+    config = PlannerConfig(frame_budget=32_768, max_batch=64, batch_sizes=(1, 2, 4, 8, 16, 32, 64))
+    shapes = set(config.shapes())
+    for _ in range(20):
+        items = _items([rng.randint(100, 4096) for _ in range(rng.randint(1, 200))])
+        for plan in plan_batches(items, config):
+            assert (plan.size, plan.frames) in shapes
+
+
+def test_fill_reports_padding():
+    plan = BatchPlan(tuple(_items([512, 256])), 512)
+    assert plan.fill == pytest.approx(0.75)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="batch_sizes must include 1"):
+        PlannerConfig(batch_sizes=(2, 4))
