@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,10 +29,37 @@ def _pcm16(wave: np.ndarray) -> np.ndarray:
     return data
 
 
-def _upstream(engine, ref_path, ref_text, text, seed, preprocess, nfe_step=16, speed=1.0):
+@pytest.fixture(scope="module")
+def upstream_models(random_cache):
+    """Upstream's own loaders (``load_model``, ``load_vocoder``) on the same checkpoint files: pristine upstream."""
+    return {}
+
+
+def _upstream_pair(cache: dict, engine):
+    """The engine's checkpoint loaded by upstream's ``load_model`` and vocoder by upstream's ``load_vocoder``."""
+    import f5_tts.infer.utils_infer as upstream
+    from f5_tts.model import DiT
+
+    from worker.engine.loading import packaged_vocab
+    from worker.engine.random_weights import write_random_files
+
+    key = engine.preset.name
+    if key not in cache:
+        root = Path(engine.settings.ckpt_file).parent if engine.settings.ckpt_file else Path(
+            engine.settings.random_cache_dir)
+        ckpt, vocoder = (Path(engine.settings.ckpt_file), Path(engine.settings.vocoder_path)) \
+            if engine.settings.ckpt_file else write_random_files(engine.preset, packaged_vocab(), root)
+        model = upstream.load_model(DiT, dict(engine.preset.arch), str(ckpt), vocab_file=str(packaged_vocab()),
+                                    device="cpu")
+        cache[key] = (model, upstream.load_vocoder(is_local=True, local_path=str(vocoder), device="cpu"))
+    return cache[key]
+
+
+def _upstream(pair, ref_path, ref_text, text, seed, preprocess, nfe_step=16, speed=1.0):
     """Upstream's own path: preprocess_ref_audio_text, its chunking rule, then infer_batch_process."""
     import f5_tts.infer.utils_infer as upstream
 
+    model, vocoder = pair
     if preprocess:
         path, ref_text = upstream.preprocess_ref_audio_text(str(ref_path), ref_text, show_info=lambda *_: None)
     else:
@@ -43,25 +71,26 @@ def _upstream(engine, ref_path, ref_text, text, seed, preprocess, nfe_step=16, s
     assert len(chunks) == 1, "upstream's threads draw chunk noise in random order; compare single chunks only"
     torch.manual_seed(seed)
     wave, _, _ = next(upstream.infer_batch_process(
-        (audio, rate), ref_text, chunks, engine.model, engine.vocoder, nfe_step=nfe_step, cfg_strength=2.0,
+        (audio, rate), ref_text, chunks, model, vocoder, nfe_step=nfe_step, cfg_strength=2.0,
         sway_sampling_coef=-1.0, speed=speed, device="cpu", progress=None))
     return wave
 
 
 @pytest.mark.parametrize("preprocess", [True, False])
 @pytest.mark.parametrize("text", [TEXTS[0], TEXTS[1]])
-def test_single_item_equals_upstream(engine, ref_wav_path, ref_wav_bytes, text, preprocess):
+def test_single_item_equals_upstream(engine, upstream_models, ref_wav_path, ref_wav_bytes, text, preprocess):
     ours = engine.synthesize([SynthesisRequest(text, VoiceInput(ref_wav_bytes, REF_TEXT, preprocess), JobParams(),
                                                seed=1234)])[0]
-    theirs = _upstream(engine, ref_wav_path, REF_TEXT, text, 1234, preprocess)
+    theirs = _upstream(_upstream_pair(upstream_models, engine), ref_wav_path, REF_TEXT, text, 1234, preprocess)
     assert ours.ok and ours.waveform.shape == theirs.shape
     assert np.abs(_pcm16(ours.waveform) - _pcm16(theirs)).max() <= 1e-3
 
 
-def test_speed_and_nfe_match_upstream(engine, ref_wav_path, ref_wav_bytes):
+def test_speed_and_nfe_match_upstream(engine, upstream_models, ref_wav_path, ref_wav_bytes):
     params = JobParams(speed=1.7, nfe_step=8)
     ours = engine.synthesize([SynthesisRequest(TEXTS[2], VoiceInput(ref_wav_bytes, REF_TEXT), params, seed=5)])[0]
-    theirs = _upstream(engine, ref_wav_path, REF_TEXT, TEXTS[2], 5, True, nfe_step=8, speed=1.7)
+    theirs = _upstream(_upstream_pair(upstream_models, engine), ref_wav_path, REF_TEXT, TEXTS[2], 5, True,
+                       nfe_step=8, speed=1.7)
     assert np.abs(_pcm16(ours.waveform) - _pcm16(theirs)).max() <= 1e-3
 
 
@@ -126,3 +155,37 @@ def test_noise_is_upstreams_manual_seed_stream():
     assert torch.equal(torch.random.get_rng_state(), state), "global RNG must not move"
     torch.manual_seed(77)
     assert torch.equal(ours, torch.randn(50, 100))
+
+
+@pytest.fixture(scope="module")
+def base_like_engine(engine_settings, tmp_path_factory):
+    """F5TTS_Base's variant of the DiT at tiny size: rotary on one head only, and no text padding mask, which is why
+    each row's text embedding is computed at its own length."""
+    import yaml
+
+    from worker.engine.engine import Engine
+    from worker.engine.loading import packaged_vocab
+    from worker.engine.presets import TINY_ARCH, ModelPreset
+    from worker.engine.random_weights import write_random_files
+
+    arch = {**TINY_ARCH, "text_mask_padding": False, "pe_attn_head": 1, "conv_layers": 2}
+    folder = tmp_path_factory.mktemp("base-like")
+    ckpt, vocoder = write_random_files(ModelPreset(name="base-like", arch=arch, vocoder_size="tiny"),
+                                       packaged_vocab(), folder)
+    config = folder / "base_like.yaml"
+    config.write_text(yaml.safe_dump({"model": {"backbone": "DiT", "arch": arch}}))
+    return Engine.build(engine_settings.model_copy(update={"model": str(config), "ckpt_file": str(ckpt),
+                                                           "vocoder_path": str(vocoder)}))
+
+
+def test_base_like_model_batch_equals_single_and_upstream(base_like_engine, upstream_models, ref_wav_path,
+                                                         ref_wav_bytes):
+    voice = VoiceInput(ref_wav_bytes, REF_TEXT)
+    requests = [SynthesisRequest(text, voice, JobParams(), seed=40 + i) for i, text in enumerate(TEXTS)]
+    batched = base_like_engine.synthesize(requests)
+    for request, together in zip(requests, batched, strict=True):
+        alone = base_like_engine.synthesize([request])[0]
+        assert np.abs(together.waveform - alone.waveform).max() <= 1e-4
+    theirs = _upstream(_upstream_pair(upstream_models, base_like_engine), ref_wav_path, REF_TEXT, TEXTS[0], 40,
+                       True)
+    assert np.abs(_pcm16(batched[0].waveform) - _pcm16(theirs)).max() <= 1e-3

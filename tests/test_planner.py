@@ -68,6 +68,13 @@ def test_shapes_cover_every_plan():
             assert (plan.size, plan.frames) in shapes
 
 
+def test_a_pass_holds_one_length_bucket_so_padding_stays_bounded():
+    config = PlannerConfig(frame_budget=1_000_000, max_batch=64, frame_buckets=(512, 1024, 2048))
+    plans = plan_batches(_items([2000, 1500, 1100, 1000, 600, 500, 100]), config)
+    assert [[i.frames for i in p.items] for p in plans] == [[2000, 1500, 1100], [1000, 600], [500, 100]]
+    assert all(max(i.frames for i in p.items) <= p.frames for p in plans)
+
+
 def test_fill_reports_padding():
     plan = BatchPlan(tuple(_items([512, 256])), 512)
     assert plan.fill == pytest.approx(0.75)

@@ -101,6 +101,9 @@ def build_model(preset: ModelPreset, vocab: dict[str, int]) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="attn_mask_enabled=True")
         transformer = f5_model.DiT(**arch, text_num_embeds=len(vocab), mel_dim=int(mel["n_mel_channels"]))
+    from worker.engine.attention import install
+
+    install(transformer)
     return CFM(
         transformer=transformer,
         mel_spec_kwargs={key: mel[key] for key in (

@@ -12,7 +12,9 @@ import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-DEFAULT_FRAME_BUCKETS: tuple[int, ...] = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
+# Frame buckets: a pass is padded to at most the next bucket (here ≤ 25% padding) and only items of one bucket share a
+# pass. Finer buckets mean less padding but more shapes to compile and record at warm-up.
+DEFAULT_FRAME_BUCKETS: tuple[int, ...] = (256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096)
 OVERFLOW_GRANULE = 512
 
 
@@ -95,7 +97,8 @@ class PlannerConfig:
 
 
 def plan_batches(items: Iterable[PlanItem], config: PlannerConfig) -> list[BatchPlan]:
-    """Pack items into passes: per group, longest first, each pass as large as the budget allows.
+    """Pack items into passes: per group, longest first, items of one frame bucket per pass, as many as the budget
+    allows.
 
     An item too long for the budget on its own still runs, alone. With ``batch_sizes`` set, a pass is cut down to
     the largest allowed size and the rest carry over to the next pass, so no dummy rows are ever computed.
@@ -117,9 +120,11 @@ def plan_batches(items: Iterable[PlanItem], config: PlannerConfig) -> list[Batch
 
 
 def _fill_count(queue: Sequence[PlanItem], config: PlannerConfig) -> int:
-    """How many items from the head of a longest-first queue form the next pass."""
+    """How many items from the head of a longest-first queue form the next pass: same bucket, within budget."""
     longest = queue[0].frames  # the head is the longest, so it sets the padded length
+    bucket = config.bucket_frames(longest)
     count = 1
-    while count < len(queue) and config.fits(count + 1, longest):
+    while (count < len(queue) and config.fits(count + 1, longest)
+           and config.bucket_frames(queue[count].frames) == bucket):
         count += 1
     return config.largest_size_at_most(count)

@@ -1,0 +1,91 @@
+"""Helpers shared by the benchmarks: the machine record, corpus segments, and the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+REF_TEXT = "Some call me nature, others call me mother nature."
+
+
+def corpus_path(name: str = "don-quijote.es.txt") -> Path:
+    for folder in filter(None, [os.environ.get("F5_CORPORA_DIR"), REPO.parent / "shared" / "corpora",
+                                REPO / "shared" / "corpora"]):
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{name} not found beside the checkout (../shared/corpora) or in F5_CORPORA_DIR")
+
+
+def quijote_segments(count: int, max_chars: int = 180, skip_paragraphs: int = 40) -> list[str]:
+    """The first ``count`` segments of the novel's text (past the front matter), packed by upstream's rule."""
+    from worker.engine.text import chunk_text
+
+    text = corpus_path().read_text(encoding="utf-8-sig").replace("\r\n", "\n")
+    segments: list[str] = []
+    for paragraph in text.split("\n\n")[skip_paragraphs:]:
+        paragraph = " ".join(paragraph.split())
+        if len(paragraph) < 20 or re.match(r"^(Capítulo|CAPÍTULO|\*\*\*)", paragraph):
+            continue
+        segments.extend(chunk_text(paragraph, max_chars))
+        if len(segments) >= count:
+            break
+    return segments[:count]
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    for package in ("torch", "f5-tts", "celery", "kombu", "redis", "boto3"):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    try:
+        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                                 if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                     text=True, check=False).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+               **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(_fmt(row.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
