@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import REF_TEXT, print_table, quijote_segments, write_results  # noqa: E402
-from worker.contract import JobParams  # noqa: E402
-from worker.engine.engine import Engine, SynthesisRequest, VoiceInput  # noqa: E402
-from worker.engine.presets import TINY_ARCH, load_preset, random_variant  # noqa: E402
-from worker.settings import EngineSettings  # noqa: E402
+from bench.common import REF_TEXT, print_table, quijote_segments, write_results
+from worker.contract import JobParams
+from worker.engine.engine import Engine, SynthesisRequest, VoiceInput
+from worker.engine.presets import TINY_ARCH, load_preset, random_variant
+from worker.settings import EngineSettings
 
 MID_ARCH = {**TINY_ARCH, "dim": 192, "depth": 4, "heads": 3, "dim_head": 64, "text_dim": 96, "conv_layers": 2}
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40": 181.0, "L20": 119.5}

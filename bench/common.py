@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -44,10 +45,8 @@ def quijote_segments(count: int, max_chars: int = 180, skip_paragraphs: int = 40
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     for package in ("torch", "f5-tts", "celery", "kombu", "redis", "boto3"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             info[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     try:
         import torch
 
@@ -56,16 +55,12 @@ def machine() -> dict:
             info["cuda"] = torch.version.cuda
     except ImportError:
         pass
-    try:
-        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                 if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
+    with contextlib.suppress(OSError, StopIteration):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    with contextlib.suppress(OSError):
         info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                      text=True, check=False).stdout.strip()
-    except OSError:
-        pass
     return info
 
 

@@ -63,3 +63,90 @@ def engine(engine_settings):
     from worker.engine.engine import Engine
 
     return Engine.build(engine_settings)
+
+
+# --------------------------------------------------------------------------------------------- real services
+
+from tests.services import RedisServer, S3Server, WorkerProcess, s3_env  # noqa: E402
+
+BUCKET = "f5-books"
+PREFIX = "library"
+VOICE_KEY = "voices/narrador.wav"
+
+
+@pytest.fixture(scope="session")
+def service_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def redis_server(service_dir: Path):
+    server = RedisServer(service_dir / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(service_dir: Path):
+    server = S3Server(service_dir / "s3").start()
+    server.create_bucket(BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prepared_random_weights(random_cache: Path) -> Path:
+    """Write the tiny checkpoint once, so worker processes find it instead of racing to create it."""
+    from worker.engine.loading import packaged_vocab
+    from worker.engine.presets import load_preset
+    from worker.engine.random_weights import write_random_files
+
+    write_random_files(load_preset("tiny-random"), packaged_vocab(), random_cache)
+    return random_cache
+
+
+def worker_env(redis_url: str, storage_url: str, random_cache: Path, s3_endpoint: str | None = None,
+               **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("F5_", "AWS_", "S3_"))}
+    env.update(s3_env())
+    env.update({
+        "BROKER_URL": redis_url, "RESULT_BACKEND": redis_url, "STORAGE_URL": storage_url,
+        "F5_MODEL": "tiny-random", "F5_RANDOM_CACHE_DIR": str(random_cache), "F5_DEVICE": "cpu",
+        "ENABLE_TORCH_COMPILE": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+        "TASK_MAX_RETRIES": "30", "RETRY_BACKOFF_MAX": "4",
+    })
+    if s3_endpoint:
+        env["S3_ENDPOINT_URL"] = s3_endpoint
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def voice_in_s3(s3_server: S3Server, ref_wav_bytes: bytes) -> str:
+    s3_server.client().put_object(Bucket=BUCKET, Key=f"{PREFIX}/{VOICE_KEY}", Body=ref_wav_bytes)
+    return VOICE_KEY
+
+
+@pytest.fixture(scope="session")
+def s3_worker(redis_server, s3_server, prepared_random_weights, voice_in_s3, service_dir):
+    """One shared worker (two pool processes) against Redis and the S3 endpoint, for the plain job tests."""
+    env = worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", prepared_random_weights, s3_server.endpoint)
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=2).start()
+    yield worker
+    worker.stop()
+
+
+def plain_celery(broker_url: str):
+    """A Celery client that knows nothing of this project: tasks are addressed by name only."""
+    from celery import Celery
+
+    client = Celery("plain", broker=broker_url, backend=broker_url)
+    client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+    return client
+
+
+def job(text: str, key: str | None = None, **params) -> dict:
+    payload = {"text": text, "voice": {"ref_audio": VOICE_KEY, "ref_text": REF_TEXT}, "params": {"seed": 7, **params}}
+    if key:
+        payload["output"] = {"key": key}
+    return payload

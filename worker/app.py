@@ -1,7 +1,80 @@
-"""The Celery app. Built from settings at import; imports no torch."""
+"""The Celery app, configured from settings. Imports no torch: Flower and clients load this module too.
+
+Why each delivery setting is what it is (see also the design notes):
+- ``task_acks_late`` + ``task_reject_on_worker_lost`` + prefetch 1: a job is acknowledged only after its audio is
+  stored, so a worker killed mid-job loses nothing; the redelivered job is idempotent (content-derived key and seed).
+- Redis ``visibility_timeout`` above the hard time limit, for broker and result backend alike: otherwise Redis hands
+  a job that is still running to a second worker.
+- ``worker_proc_alive_timeout`` raised: model build and warm-up happen in ``worker_process_init``.
+- Events, sent events and STARTED state on, for Flower. JSON only: pickle is refused on every path.
+"""
 
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
-app = Celery("f5batch")
+from worker.constants import DEFAULT_CPU_QUEUE, TASK_ASSEMBLE_CHAPTER, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
+from worker.settings import Settings, load_settings
+
+
+def celery_config(settings: Settings) -> dict:
+    broker = settings.broker
+    if broker.visibility_timeout <= broker.task_time_limit:
+        raise ValueError(f"VISIBILITY_TIMEOUT ({broker.visibility_timeout}) must exceed TASK_TIME_LIMIT "
+                         f"({broker.task_time_limit}), or Redis redelivers jobs that are still running")
+    transport = {
+        "visibility_timeout": broker.visibility_timeout,
+        # Priorities 0-9 on Redis (0 is highest), for `f5-batch enqueue --priority`.
+        "queue_order_strategy": "priority",
+        "priority_steps": list(range(10)),
+        "sep": ":",
+    }
+    return {
+        "broker_url": broker.broker_url,
+        "result_backend": broker.resolved_result_backend,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": broker.visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": broker.task_time_limit,
+        "task_soft_time_limit": broker.task_soft_time_limit,
+        "worker_proc_alive_timeout": broker.proc_alive_timeout,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "result_extended": True,
+        "result_expires": broker.result_expires,
+        "task_default_queue": broker.queue,
+        # GPU workers consume only the synthesis queue; assembly goes to a CPU worker started with -Q f5tts-cpu.
+        "task_queues": [Queue(broker.queue)],
+        "task_routes": {
+            TASK_SYNTHESIZE: {"queue": broker.queue},
+            TASK_SYNTHESIZE_BATCH: {"queue": broker.queue},
+            TASK_ASSEMBLE_CHAPTER: {"queue": DEFAULT_CPU_QUEUE},
+        },
+        "worker_hijack_root_logger": True,
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    celery = Celery("f5batch", set_as_current=True)
+    celery.config_from_object(celery_config(settings))
+    return celery
+
+
+settings = load_settings()
+app = create_app(settings)
+# Task and signal modules register themselves on `app`; importing them stays torch-free.
+import worker.signals  # noqa: E402
+import worker.tasks  # noqa: E402,F401

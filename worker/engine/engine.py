@@ -35,46 +35,11 @@ from worker.engine.text import (
     model_reference_text,
     planned_frames,
 )
+from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
 from worker.errors import BadInputError, EngineBuildError
 from worker.settings import EngineSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VoiceInput:
-    audio: bytes  # the reference clip as stored (any format libsndfile reads)
-    ref_text: str
-    preprocess: bool = True
-
-
-@dataclass(frozen=True)
-class SynthesisRequest:
-    text: str
-    voice: VoiceInput
-    params: JobParams
-    seed: int
-
-
-@dataclass
-class SynthesisOutput:
-    """A request's audio (float32, mono) or its error, and what it cost."""
-
-    seed: int
-    sample_rate: int
-    precision: str = ""
-    waveform: np.ndarray | None = None
-    inference_s: float = 0.0
-    chunks: int = 0
-    error: BadInputError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def duration_s(self) -> float:
-        return 0.0 if self.waveform is None else self.waveform.shape[0] / self.sample_rate
 
 
 @dataclass(frozen=True)
@@ -156,22 +121,24 @@ class Engine:
 
     @staticmethod
     def _weights(preset: ModelPreset, settings: EngineSettings, vocab_path: Path) -> tuple[Path, Path]:
-        random_vocoder = None
-        if settings.ckpt_file:
-            ckpt = loading.resolve_file(settings.ckpt_file, "F5_CKPT_FILE", settings.hf_cache_dir)
-        elif preset.random_weights:
+        """Checkpoint and vocoder folder: from settings, else the preset's defaults, else random files."""
+        random_files = None
+        if preset.random_weights:
             root = Path(settings.random_cache_dir or Path.home() / ".cache" / "f5-batch" / "random")
-            ckpt, random_vocoder = write_random_files(preset, vocab_path, root)
-        elif preset.ckpt:
-            ckpt = loading.resolve_file(preset.ckpt, "F5_CKPT_FILE", settings.hf_cache_dir)
+            random_files = write_random_files(preset, vocab_path, root)
+        ckpt_spec = settings.ckpt_file or preset.ckpt
+        if ckpt_spec:
+            ckpt = loading.resolve_file(ckpt_spec, "F5_CKPT_FILE", settings.hf_cache_dir)
+        elif random_files is not None:
+            ckpt = random_files[0]
         else:
             raise EngineBuildError(f"model {settings.model} names no checkpoint: set F5_CKPT_FILE")
         vocoder_spec = settings.vocoder_path or preset.vocoder
         if vocoder_spec:
             return ckpt, loading.resolve_vocoder_folder(vocoder_spec, "F5_VOCODER_PATH", settings.hf_cache_dir)
-        if random_vocoder is None:
+        if random_files is None:
             raise EngineBuildError(f"model {settings.model} names no vocoder: set F5_VOCODER_PATH")
-        return ckpt, random_vocoder
+        return ckpt, random_files[1]
 
     def warm_up(self) -> WarmupReport:
         """Compile and record every bucket shape now, then run one real request end to end."""

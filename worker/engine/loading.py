@@ -13,12 +13,11 @@ from typing import Any
 
 import torch
 
-from worker.engine.presets import ModelPreset
+from worker.engine.presets import HF_SCHEME, ModelPreset
 from worker.errors import EngineBuildError
 
 log = logging.getLogger(__name__)
 
-HF_SCHEME = "hf://"
 _DROPPED_KEYS = {"initted", "step", "mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window"}
 _TEXT_EMBED_KEY = "transformer.text_embed.text_embed.weight"
 

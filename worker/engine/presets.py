@@ -16,7 +16,8 @@ import yaml
 
 from worker.errors import BadInputError
 
-VOCOS_HUB = "hf://charactr/vocos-mel-24khz"
+HF_SCHEME = "hf://"
+VOCOS_HUB = f"{HF_SCHEME}charactr/vocos-mel-24khz"
 
 # A tiny DiT for CI and dry runs: the real classes, about 0.3 M parameters.
 TINY_ARCH: dict[str, Any] = {

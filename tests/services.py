@@ -1,0 +1,198 @@
+"""Real services for tests, on loopback and free ports: redis-server, moto's S3 server, Celery worker processes.
+
+Each helper starts a real process, waits until it answers, and stops it (with real signals) afterwards. Nothing here
+is a mock: the worker is ``celery -A worker worker`` as an operator would start it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+class RedisServer:
+    """A private redis-server. ``appendonly=True`` gives the AOF persistence production uses (and restarts keep)."""
+
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self.process: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", str(self.workdir), "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.ping, 20, f"redis-server on port {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        import redis
+
+        return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port)
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class S3Server:
+    """moto's S3 server: a real HTTP endpoint speaking the S3 protocol. Can be stopped and restarted on its port."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+        self.buckets: set[str] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> S3Server:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"moto-{self.port}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **s3_env()})
+        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close() is None, 30,
+                   f"moto S3 server on port {self.port}")
+        for bucket in self.buckets:  # moto keeps state in memory: a restart starts empty, like a fresh MinIO
+            self.create_bucket(bucket)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", **_credentials())
+
+    def create_bucket(self, name: str | None = None) -> str:
+        name = name or f"test-{uuid.uuid4().hex[:12]}"
+        with contextlib.suppress(Exception):
+            self.client().create_bucket(Bucket=name)
+        self.buckets.add(name)
+        return name
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+def _credentials() -> dict[str, str]:
+    return {"aws_access_key_id": "testing-key", "aws_secret_access_key": "testing-secret"}
+
+
+def s3_env() -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class WorkerProcess:
+    """``celery -A worker worker`` as a subprocess, with the tiny random model on CPU."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 1, name: str | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.name = name or f"w{uuid.uuid4().hex[:8]}@localhost"
+        self.env = env
+        self.concurrency = concurrency
+        self.log_path = log_dir / f"{self.name.split('@')[0]}.log"
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen | None = None
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, wait: bool = True) -> WorkerProcess:
+        args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO", "-P", "prefork",
+                "-c", str(self.concurrency), "-n", self.name, "--without-heartbeat", "--without-mingle",
+                "--without-gossip", *self.extra_args]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._offset = self.log_path.stat().st_size
+        self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            text = self.log_path.read_text(errors="replace")[self._offset:]
+            return len(re.findall(r"engine ready in pool process", text)) >= self.concurrency and " ready." in text
+
+        wait_until(ready, timeout, f"worker {self.name} to build {self.concurrency} engine(s)", interval=0.25)
+
+    def children(self) -> list[psutil.Process]:
+        """The prefork pool processes (those that run jobs)."""
+        return psutil.Process(self.process.pid).children()
+
+    def kill_child(self, sig: int = signal.SIGKILL) -> int:
+        child = self.children()[0]
+        os.kill(child.pid, sig)
+        return child.pid
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.process.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        if self.process is not None:
+            _stop(self.process, sig, timeout)
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # no orphaned pool children
+        if getattr(self, "_log", None):
+            self._log.close()
+        return self.process.returncode if self.process else None

@@ -1,0 +1,96 @@
+"""A worker under faults: a pool process SIGKILLed mid-job, the S3 endpoint down for 20 s. Real processes, real
+signals; nothing is lost and nothing is duplicated."""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import time
+
+import pytest
+import soundfile as sf
+
+from tests.conftest import BUCKET, PREFIX, REF_TEXT, VOICE_KEY, job, plain_celery, worker_env
+from tests.services import S3Server, WorkerProcess, wait_until
+
+pytestmark = pytest.mark.timeout(400)
+
+LONG_TEXT = ("Llegó, pues, el día, y el hidalgo, armado de todas sus armas, subió sobre su rocín, embrazó su adarga, "
+             "tomó su lanza y por la puerta falsa de un corral salió al campo con grandísimo contento. ") * 2
+
+
+def test_pool_process_killed_mid_job_is_redelivered_and_completed_once(redis_server, s3_server, voice_in_s3,
+                                                                      prepared_random_weights, service_dir):
+    env = worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", prepared_random_weights, s3_server.endpoint,
+                     VISIBILITY_TIMEOUT="60", TASK_TIME_LIMIT="50", TASK_SOFT_TIME_LIMIT="45")
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=1).start()
+    try:
+        client = plain_celery(redis_server.url)
+        result = client.send_task("f5tts.synthesize", kwargs={"job": job(LONG_TEXT, "kill/once.wav", nfe_step=64)},
+                                  queue="f5tts")
+        wait_until(lambda: result.state == "STARTED", 60, "the job to start")
+        time.sleep(1.0)
+        killed = worker.kill_child(signal.SIGKILL)
+        output = result.get(timeout=240)
+        assert output["key"] == "kill/once.wav"
+        listed = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/kill/")["Contents"]
+        assert [item["Key"] for item in listed] == [f"{PREFIX}/kill/once.wav"]
+        log = worker.log()
+        assert f"Process 'ForkPoolWorker-1' pid:{killed} exited with 'signal 9 (SIGKILL)'" in log
+        assert len(re.findall(rf"Task f5tts.synthesize\[{result.id}\] succeeded", log)) == 1
+        body = s3_server.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/kill/once.wav")["Body"].read()
+        assert sf.info(io.BytesIO(body)).duration == pytest.approx(output["duration_s"], abs=1e-3)
+    finally:
+        worker.stop()
+
+
+def test_s3_down_for_20_seconds_jobs_complete_through_retries(redis_server, prepared_random_weights, service_dir,
+                                                              ref_wav_bytes, tmp_path):
+    voices = tmp_path / "voices-dir"
+    (voices / "voices").mkdir(parents=True)
+    (voices / VOICE_KEY).write_bytes(ref_wav_bytes)  # the voice lives in a local folder; S3 only takes outputs
+    s3 = S3Server(service_dir / "s3-outage").start()
+    s3.create_bucket("outage")
+    env = worker_env(redis_server.url, "s3://outage/p", prepared_random_weights, s3.endpoint,
+                     F5_VOICES_DIR=str(voices), S3_CONNECT_TIMEOUT="1", S3_READ_TIMEOUT="2")
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=1).start()
+    try:
+        client = plain_celery(redis_server.url)
+        s3.stop()
+        results = [client.send_task("f5tts.synthesize", kwargs={"job": job(f"Frase número {i}.", f"o/{i}.wav")},
+                                    queue="f5tts") for i in range(3)]
+        wait_until(lambda: worker.log().count("Retry in") >= 2, 60, "retries while S3 is down")
+        time.sleep(max(0.0, 20 - 3))
+        s3.start()
+        outputs = [r.get(timeout=180) for r in results]
+        assert sorted(o["key"] for o in outputs) == ["o/0.wav", "o/1.wav", "o/2.wav"]
+        assert all(r.state == "SUCCESS" for r in results)
+        keys = [item["Key"] for item in s3.client().list_objects_v2(Bucket="outage")["Contents"]]
+        assert sorted(keys) == ["p/o/0.wav", "p/o/1.wav", "p/o/2.wav"]
+        assert "StorageUnavailableError" in worker.log()
+    finally:
+        worker.stop()
+        s3.stop()
+
+
+def test_local_folder_backend_end_to_end(redis_server, prepared_random_weights, service_dir, ref_wav_bytes, tmp_path):
+    out = tmp_path / "audio-out"
+    (out / "voices").mkdir(parents=True)
+    (out / VOICE_KEY).write_bytes(ref_wav_bytes)
+    env = worker_env(redis_server.url, f"file://{out}", prepared_random_weights)
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=1).start()
+    try:
+        client = plain_celery(redis_server.url)
+        payload = {"text": "Sancho Panza escuchaba con atención.", "voice": {"ref_audio": VOICE_KEY,
+                                                                                "ref_text": REF_TEXT}}
+        first = client.send_task("f5tts.synthesize", kwargs={"job": payload}, queue="f5tts").get(timeout=120)
+        second = client.send_task("f5tts.synthesize", kwargs={"job": payload}, queue="f5tts").get(timeout=120)
+        path = out / first["key"]
+        assert first["key"].startswith("jobs/") and path.is_file()  # no key given: derived from content
+        audio, rate = sf.read(path)
+        assert rate == 24000 and len(audio) / rate == pytest.approx(first["duration_s"], abs=1e-3)
+        assert second["skipped"] is True and second["sha256"] == first["sha256"]
+        assert not list(out.rglob("*.part")), "no temporary files are left behind"
+    finally:
+        worker.stop()

@@ -1,0 +1,58 @@
+"""The typed handoffs between the worker and the engine. Torch-free, so the task layer can build them without
+importing the engine (which is imported only inside ``worker_process_init``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from worker.contract import JobParams
+from worker.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class VoiceInput:
+    audio: bytes  # the reference clip as stored (any format libsndfile reads)
+    ref_text: str
+    preprocess: bool = True
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    text: str
+    voice: VoiceInput
+    params: JobParams
+    seed: int
+
+
+@dataclass
+class SynthesisOutput:
+    """A request's audio (float32, mono) or its error, and what it cost."""
+
+    seed: int
+    sample_rate: int
+    precision: str = ""
+    waveform: np.ndarray | None = None
+    inference_s: float = 0.0
+    chunks: int = 0
+    error: BadInputError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def duration_s(self) -> float:
+        return 0.0 if self.waveform is None else self.waveform.shape[0] / self.sample_rate
+
+
+class SynthesisEngine(Protocol):
+    """What the task layer needs from an engine."""
+
+    model_name: str
+    precision: str
+
+    def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutput]: ...

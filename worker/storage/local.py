@@ -1,0 +1,84 @@
+"""A local folder as storage: atomic writes (temp file, then rename), metadata in a hidden sidecar tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from worker.keys import validate_key
+from worker.storage.base import ObjectInfo, ObjectNotFound
+
+META_DIR = ".f5meta"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class LocalStorage:
+    """``file:///abs/path`` (or ``file://./relative``): every key is a file under the root folder."""
+
+    def __init__(self, root: Path, url: str | None = None) -> None:
+        self.root = root.resolve()
+        self.url = url or self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        validate_key(key, field="key")
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or key.split("/", 1)[0] == META_DIR:
+            raise ValueError(f"key {key!r} resolves outside the storage folder")  # a symlink, or the metadata tree
+        return path
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / META_DIR / f"{key}.json"
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+            content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        _atomic_write(self._meta_path(key), json.dumps({"metadata": metadata or {},
+                                                        "content_type": content_type}).encode())
+        _atomic_write(path, data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            metadata = json.loads(self._meta_path(key).read_text())["metadata"]
+        except (OSError, ValueError, KeyError):
+            metadata = {}
+        return ObjectInfo(key, path.stat().st_size, metadata)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if d != META_DIR)
+            for name in sorted(filenames):
+                if name.endswith(".part"):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield ObjectInfo(key, path.stat().st_size)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+        self._meta_path(key).unlink(missing_ok=True)

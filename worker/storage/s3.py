@@ -1,0 +1,104 @@
+"""S3-compatible storage through boto3 (AWS, MinIO, Ceph, R2...): endpoint, region, path-style, multipart.
+
+Connection failures, 5xx answers and throttling become :class:`StorageUnavailableError` so that Celery retries the
+job; a missing key becomes :class:`ObjectNotFound`. Credentials come only from the environment (the standard AWS
+variables or an instance role), never from settings files or job payloads.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.errors import StorageUnavailableError
+from worker.keys import join_prefix
+from worker.storage.base import ObjectInfo, ObjectNotFound
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Storage:
+    """``s3://bucket/prefix``. Every key is stored as ``prefix/key``."""
+
+    def __init__(self, bucket: str, prefix: str, *, url: str, endpoint_url: str | None = None,
+                 region: str | None = None, addressing_style: str = "path", multipart_threshold_mb: int = 16,
+                 connect_timeout: float = 5.0, read_timeout: float = 30.0) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = url
+        config = Config(
+            region_name=region,
+            s3={"addressing_style": addressing_style},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+        threshold = multipart_threshold_mb * 1024 * 1024
+        self.transfer = TransferConfig(multipart_threshold=threshold, multipart_chunksize=threshold,
+                                       use_threads=False)
+
+    def _key(self, key: str) -> str:
+        return join_prefix(self.prefix, key)
+
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
+
+    def _unavailable(self, exc: Exception, action: str, key: str) -> StorageUnavailableError:
+        return StorageUnavailableError(f"S3 {action} of {self.bucket}/{key} failed: {type(exc).__name__}: {exc}")
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+            content_type: str = "application/octet-stream") -> None:
+        full = self._key(key)
+        extra = {"Metadata": metadata or {}, "ContentType": content_type}
+        try:
+            self.client.upload_fileobj(io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self.transfer)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._unavailable(exc, "upload", full) from exc
+
+    def get(self, key: str) -> bytes:
+        full = self._key(key)
+        buffer = io.BytesIO()
+        try:
+            self.client.download_fileobj(self.bucket, full, buffer, Config=self.transfer)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                raise ObjectNotFound(key) from None
+            raise self._unavailable(exc, "download", full) from exc
+        except BotoCoreError as exc:
+            raise self._unavailable(exc, "download", full) from exc
+        return buffer.getvalue()
+
+    def head(self, key: str) -> ObjectInfo | None:
+        full = self._key(key)
+        try:
+            answer = self.client.head_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                return None
+            raise self._unavailable(exc, "head", full) from exc
+        except BotoCoreError as exc:
+            raise self._unavailable(exc, "head", full) from exc
+        return ObjectInfo(key, int(answer["ContentLength"]), dict(answer.get("Metadata", {})))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(self._relative(item["Key"]), int(item["Size"]))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._unavailable(exc, "list", full_prefix) from exc
+
+    def delete(self, key: str) -> None:
+        full = self._key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._unavailable(exc, "delete", full) from exc
