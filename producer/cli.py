@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from producer import logs
+from producer.cmd_enqueue import enqueue, resume
+from producer.cmd_status import status, voice
 from producer.synth import synth
 
 
@@ -15,4 +17,5 @@ def main(verbose: int) -> None:
     logs.configure(verbose)
 
 
-main.add_command(synth)
+for command in (synth, enqueue, resume, status, voice):
+    main.add_command(command)

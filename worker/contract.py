@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from typing import Any, Literal
 
@@ -29,6 +30,9 @@ def derive_seed(content_hash: str) -> int:
     return int(content_hash[:16], 16) % _DERIVED_SEED_MODULUS
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff]")
+
+
 def _check_text(value: str, what: str) -> str:
     """Refuse text that cannot be spoken or cannot even be encoded, with the reason in words."""
     try:
@@ -37,11 +41,14 @@ def _check_text(value: str, what: str) -> str:
         raise ValueError(f"{what} is not valid Unicode (a lone surrogate at position {exc.start})") from None
     if not value.strip():
         raise ValueError(f"{what} is empty or only whitespace")
-    for position, char in enumerate(value):
-        if char in "\n\t\r":
-            continue
-        if unicodedata.category(char) in ("Cc", "Cs", "Co", "Cn") and not char.isprintable():
-            raise ValueError(f"{what} contains the control character U+{ord(char):04X} at position {position}")
+    control = _CONTROL.search(value)
+    if control is None and not value.isascii():  # unassigned code points and private-use planes
+        control = next((c for c in set(value) if unicodedata.category(c) in ("Cn", "Co")), None)
+        position = value.index(control) if control else 0
+    elif control is not None:
+        control, position = control.group(), control.start()
+    if control is not None:
+        raise ValueError(f"{what} contains the control character U+{ord(control):04X} at position {position}")
     return value
 
 

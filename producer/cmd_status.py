@@ -1,0 +1,72 @@
+"""``f5-batch status`` and ``f5-batch voice add|list``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from producer.cmd_enqueue import _context, with_common
+from producer.manifest import ManifestFiles
+from producer.progress import console
+from producer.tracking import book_status, load_entries
+from producer.voices import VoiceError, add_voice, list_voices
+from worker.deadletter import DeadLetters
+
+
+@click.command("status")
+@click.argument("book")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and failures as JSON.")
+@with_common
+def status(book: str, as_json: bool, prefix: str, manifest_dir: Path) -> None:
+    """Done, queued, running and failed counts for BOOK, with the reasons for failures."""
+    settings, app, storage = _context()
+    try:
+        entries = load_entries(ManifestFiles(manifest_dir, book), storage, prefix, book)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = book_status(app, storage, DeadLetters(settings.broker.resolved_result_backend), entries, prefix, book)
+    summary = result.summary()
+    if as_json:
+        click.echo(json.dumps({**summary, "failures": result.failed}, ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{book}")
+    for column in summary:
+        table.add_column(column, justify="right")
+    table.add_row(*(str(value) for value in summary.values()))
+    console.print(table)
+    reasons = Counter(f"{f['code']}: {f['message']}" for f in result.failed.values())
+    for reason, count in reasons.most_common(10):
+        console.print(f"[red]{count} failed[/] {reason}")
+
+
+@click.group("voice")
+def voice() -> None:
+    """Reference voices kept in storage under voices/."""
+
+
+@voice.command("add")
+@click.argument("name")
+@click.argument("clip", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text", required=True, help="Exact transcript of the clip.")
+def voice_add(name: str, clip: Path, text: str) -> None:
+    """Upload CLIP and its transcript as voice NAME."""
+    _, _, storage = _context()
+    try:
+        added = add_voice(storage, name, clip, text)
+    except VoiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"voice {added.name}: {added.ref_audio} ({added.seconds:.1f} s, {added.sample_rate} Hz)")
+
+
+@voice.command("list")
+def voice_list() -> None:
+    """The voices in storage."""
+    _, _, storage = _context()
+    table = Table("name", "key", "seconds", "transcript")
+    for item in list_voices(storage):
+        table.add_row(item.name, item.ref_audio, f"{item.seconds:.1f}", item.ref_text[:60])
+    console.print(table)

@@ -1,0 +1,102 @@
+"""Turning a corpus into jobs: segments → contract jobs (single or batched) → published → manifest.
+
+Ids, keys and task ids are derived from the book, the position and the content, so running ``enqueue`` twice gives
+the same manifest, and a re-run after a crash skips what the partial manifest says was already published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from producer.corpus import Segment
+from producer.manifest import BookRecord, ManifestEntry
+from worker.constants import HOP_LENGTH, SAMPLE_RATE, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
+from worker.contract import Job, JobParams, VoiceSpec
+from worker.engine.planner import PlanItem, PlannerConfig, plan_batches
+from worker.engine.text import model_reference_text, planned_frames
+
+BOOK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+BATCH_WINDOW = 8  # segments planned together = batch size × this
+
+
+@dataclass(frozen=True)
+class Message:
+    """One task to publish and the manifest lines it covers."""
+
+    task: str
+    task_id: str
+    kwargs: dict
+    entries: list[ManifestEntry]
+
+    @property
+    def summary(self) -> str:
+        """A short, readable description of the arguments, for Flower."""
+        first = self.entries[0]
+        text = first.normalized if len(first.normalized) <= 60 else first.normalized[:57] + "..."
+        if len(self.entries) == 1:
+            return f"{{'job': {first.id!r} -> {first.key!r}: {text!r}}}"
+        return f"{{'jobs': {len(self.entries)} segments from {first.id!r}: {text!r}}}"
+
+
+def segment_key(prefix: str, book: str, segment: Segment) -> str:
+    return f"{prefix}/{book}/{segment.chapter:03d}/{segment.index:05d}.wav" if prefix else \
+        f"{book}/{segment.chapter:03d}/{segment.index:05d}.wav"
+
+
+def segment_job(record: BookRecord, segment: Segment) -> Job:
+    return Job(
+        job_id=f"{record.book}-{segment.chapter:03d}-{segment.index:05d}",
+        text=segment.text,
+        voice=record.voice,
+        output={"key": segment_key(record.prefix, record.book, segment)},
+        params=record.params,
+        metadata={"book": record.book, "chapter": segment.chapter, "index": segment.index},
+    )
+
+
+def _entry(record: BookRecord, segment: Segment, job: Job, task: str, task_id: str) -> ManifestEntry:
+    return ManifestEntry(id=job.resolved_job_id(), book=record.book, chapter=segment.chapter,
+                         chapter_title=segment.chapter_title, index=segment.index, text=segment.raw,
+                         normalized=segment.text, key=job.resolved_key(), task_id=task_id, task=task,
+                         heading=segment.heading, paragraph_end=segment.paragraph_end, source_id=segment.source_id)
+
+
+def single_messages(record: BookRecord, stream: Iterator[Segment]) -> Iterator[Message]:
+    for segment in stream:
+        job = segment_job(record, segment)
+        task_id = f"{job.resolved_job_id()}.{job.content_hash()[:12]}"
+        yield Message(TASK_SYNTHESIZE, task_id, {"job": job.model_dump(mode="json", exclude_none=True)},
+                      [_entry(record, segment, job, TASK_SYNTHESIZE, task_id)])
+
+
+def estimated_frames(record: BookRecord, ref_seconds: float, text: str) -> int:
+    ref_frames = int(ref_seconds * SAMPLE_RATE) // HOP_LENGTH
+    return planned_frames(ref_frames, model_reference_text(record.voice.ref_text), text, record.params.speed)
+
+
+def batch_messages(record: BookRecord, stream: Iterator[Segment], ref_seconds: float) -> Iterator[Message]:
+    """Segments of similar length grouped into ``synthesize_batch`` jobs by the worker's own planner."""
+    config = PlannerConfig(frame_budget=record.batch_size * 4096, max_batch=record.batch_size)
+    while window := list(itertools.islice(stream, record.batch_size * BATCH_WINDOW)):
+        items = [PlanItem(id=i, frames=estimated_frames(record, ref_seconds, s.text)) for i, s in enumerate(window)]
+        plans = plan_batches(items, config)
+        for plan in sorted(plans, key=lambda p: min(item.id for item in p.items)):
+            members = [window[item.id] for item in sorted(plan.items, key=lambda item: item.id)]
+            jobs = [segment_job(record, s) for s in members]
+            digest = hashlib.sha256("|".join(f"{j.resolved_job_id()}:{j.content_hash()}" for j in jobs).encode())
+            first = members[0]
+            task_id = f"{record.book}-{first.chapter:03d}-{first.index:05d}-batch.{digest.hexdigest()[:12]}"
+            kwargs = {"jobs": [j.model_dump(mode="json", exclude_none=True) for j in jobs]}
+            entries = [_entry(record, s, j, TASK_SYNTHESIZE_BATCH, task_id) for s, j in zip(members, jobs,
+                                                                                               strict=True)]
+            yield Message(TASK_SYNTHESIZE_BATCH, task_id, kwargs, entries)
+
+
+def book_record(book: str, prefix: str, voice: VoiceSpec, params: JobParams, lang: str, max_chars: int,
+                batch_size: int, priority: int | None, corpus: Path) -> BookRecord:
+    return BookRecord(book=book, prefix=prefix, voice=voice, params=params, lang=lang, max_chars=max_chars,
+                      batch_size=batch_size, priority=priority, corpus=str(corpus))

@@ -1,0 +1,109 @@
+"""Publishing jobs with backpressure: never more than ``max_queued`` jobs waiting in the queue.
+
+One connection and one producer are reused for every message. The queue length is read from the broker only as often
+as needed: after a reading of ``n`` waiting jobs, ``max_queued - n`` more can be sent without looking again, which keeps
+the bound exact without a round trip per message. Broker blips are retried by kombu's publish retry policy; a broker
+that cannot be reached at all is a :class:`BrokerUnavailable` raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import ChannelError, OperationalError
+
+from worker.tasks import ENQUEUED_AT_HEADER
+
+log = logging.getLogger(__name__)
+
+RETRY_POLICY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def _redacted(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
+
+
+def check_broker(app: Celery, timeout: float = 5.0) -> None:
+    url = app.conf.broker_url
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.5, interval_step=0.5, timeout=timeout)
+    except (OperationalError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {_redacted(url)}: {exc}. Is Redis running, and is "
+                                "BROKER_URL right?") from None
+
+
+class Publisher:
+    def __init__(self, app: Celery, queue: str, max_queued: int, priority: int | None = None,
+                 poll_s: float = 0.5) -> None:
+        if max_queued < 1:
+            raise ValueError("max_queued must be at least 1")
+        self.app = app
+        self.queue = queue
+        self.max_queued = max_queued
+        self.priority = priority
+        self.poll_s = poll_s
+        self._room = 0
+        self.published = 0
+        self.waited_s = 0.0
+        self._connection = app.connection_for_write()
+        self._producer = app.amqp.Producer(self._connection, auto_declare=False)
+
+    def close(self) -> None:
+        self._connection.release()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def waiting(self) -> int:
+        """Jobs waiting in the queue (not yet reserved by a worker), all priorities together."""
+        errors = self._connection.recoverable_connection_errors + self._connection.recoverable_channel_errors
+        for _ in range(RETRY_POLICY["max_retries"]):
+            try:
+                declared = self._connection.default_channel.queue_declare(queue=self.queue, passive=True)
+                return int(declared.message_count)
+            except ChannelError:  # not declared yet: nobody has published or consumed it, so nothing waits
+                return 0
+            except errors as exc:
+                log.warning("broker blip while reading the queue length (%s); reconnecting", exc)
+                self._connection.ensure_connection(**RETRY_POLICY)
+        raise BrokerUnavailable(f"cannot read the length of queue {self.queue!r}")
+
+    def _wait_for_room(self) -> None:
+        started = time.monotonic()
+        while True:
+            self._room = self.max_queued - self.waiting()
+            if self._room > 0:
+                break
+            time.sleep(self.poll_s)
+        self.waited_s += time.monotonic() - started
+
+    def publish(self, task: str, kwargs: dict[str, Any], task_id: str, summary: str = "") -> None:
+        """Send one task. ``summary`` is what Flower shows as its arguments (Celery would repr the whole job)."""
+        if self._room <= 0:
+            self._wait_for_room()
+        options: dict[str, Any] = {"queue": self.queue, "task_id": task_id, "producer": self._producer,
+                                   "headers": {ENQUEUED_AT_HEADER: time.time()}, "retry": True,
+                                   "retry_policy": RETRY_POLICY, "argsrepr": "()",
+                                   "kwargsrepr": summary or f"{{{', '.join(kwargs)}: ...}}"}
+        if self.priority is not None:
+            options["priority"] = self.priority
+        try:
+            self.app.send_task(task, kwargs=kwargs, **options)
+        except (OperationalError, OSError) as exc:
+            raise BrokerUnavailable(f"publishing to {_redacted(self.app.conf.broker_url)} failed after retries: "
+                                    f"{exc}") from None
+        self._room -= 1
+        self.published += 1
