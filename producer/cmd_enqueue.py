@@ -11,8 +11,8 @@ import click
 from producer import corpus
 from producer.enqueue import BOOK_ID, Message, batch_messages, book_record, segment_key, single_messages
 from producer.manifest import ManifestEntry, ManifestFiles, book_dir_key, entry_line, write_atomic
-from producer.progress import bar, console
 from producer.pipelined import PipelinedPublisher
+from producer.progress import bar, console
 from producer.publish import BrokerUnavailable, Publisher, check_broker
 from producer.reading import CorpusError
 from producer.tracking import follow, load_entries, stored_keys
@@ -75,6 +75,7 @@ def _upload_manifest(storage: Storage, files: ManifestFiles, prefix: str, book: 
 @click.option("--priority", type=click.IntRange(0, 9), help="Redis priority, 0 (first) to 9.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--chapter-regex", help="Regex matching chapter headings (at the start of a paragraph).")
+@click.option("--chapters", "chapter_range", help="Only these chapters, e.g. 1-2 or 5 (0 is front matter).")
 @click.option("--nfe-step", default=16, show_default=True, type=int)
 @click.option("--cfg-strength", default=2.0, show_default=True, type=float)
 @click.option("--speed", default=1.0, show_default=True, type=float)
@@ -84,8 +85,9 @@ def _upload_manifest(storage: Storage, files: ManifestFiles, prefix: str, book: 
 @with_common
 def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str | None, ref_text: str | None,
             lang: str, max_chars: int | None, batch_size: int, max_queued: int, priority: int | None,
-            encoding: str, chapter_regex: str | None, nfe_step: int, cfg_strength: float, speed: float,
-            seed: int | None, force: bool, wait: bool, prefix: str, manifest_dir: Path) -> None:
+            encoding: str, chapter_regex: str | None, chapter_range: str | None, nfe_step: int,
+            cfg_strength: float, speed: float, seed: int | None, force: bool, wait: bool, prefix: str,
+            manifest_dir: Path) -> None:
     """Split CORPUS (.txt, .md, .jsonl, .epub) into segments and enqueue one job per segment (or per batch)."""
     import re
 
@@ -100,7 +102,7 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
         check_broker(app)
         voice = _voice(storage, voice_name, ref_audio, ref_text)
         limit = max_chars or max_chars_for_reference(voice.ref_text, voice.planning_seconds, speed)
-        stream = corpus.segments(corpus_path, limit, lang, encoding, chapter_regex)
+        stream = _only_chapters(corpus.segments(corpus_path, limit, lang, encoding, chapter_regex), chapter_range)
         first = next(stream, None)  # reads the corpus head: file errors surface before anything is written
     except (BrokerUnavailable, CorpusError, VoiceError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -130,6 +132,17 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
                   f"in {elapsed:.1f} s ({count / elapsed if elapsed else 0:.0f} segments/s); manifest {files.final}")
     if wait:
         _wait(app, settings, storage, files, prefix, book)
+
+
+def _only_chapters(stream, chapter_range: str | None):
+    if not chapter_range:
+        return stream
+    try:
+        low, _, high = chapter_range.partition("-")
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise click.BadParameter(f"{chapter_range!r}: use N or N-M", param_hint="--chapters") from None
+    return (segment for segment in stream if first <= segment.chapter <= last)
 
 
 def _chain(first, rest):

@@ -72,7 +72,7 @@ class PipelinedPublisher:
             except queue_module.Full:
                 if not self._process.is_alive():
                     self._collect(block=False)
-                    raise BrokerUnavailable("the publisher process stopped unexpectedly")
+                    raise BrokerUnavailable("the publisher process stopped unexpectedly") from None
         self._pending.append(seq)
         return self._collect(block=False)
 

@@ -104,6 +104,7 @@ def jsonl_paragraphs(path: Path, encoding: str) -> Iterator[Paragraph]:
 
 
 _TAGS = re.compile(r"<[^>]+>")
+_BODY = re.compile(r"<body[^>]*>", re.IGNORECASE)
 _BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|blockquote|br)\s*>|<br\s*/?>", re.IGNORECASE)
 
 
@@ -125,7 +126,7 @@ def epub_paragraphs(path: Path) -> Iterator[Paragraph]:
         if item is None or item.get_type() != ITEM_DOCUMENT:
             continue
         markup = item.get_content().decode("utf-8", errors="replace")
-        body = markup.split("<body", 1)[-1]
+        body = _BODY.split(markup, maxsplit=1)[-1]
         text = html.unescape(_TAGS.sub("", _BLOCK_END.sub("\n\n", body)))
         first = True
         for paragraph in paragraphs_from_lines(iter(line + "\n" for line in text.split("\n"))):

@@ -52,8 +52,25 @@ def split_sentences(raw: str) -> list[str]:
     return [piece for piece in pieces if piece]
 
 
-def _cut_points(text: str, pattern: re.Pattern) -> list[int]:
-    return [m.end() for m in pattern.finditer(text) if 0 < m.end() < len(text)]
+def _window(text: str, limit: int, measure: Measure) -> str:
+    """A prefix long enough to hold every cut that could fit: grows while it still measures within the limit."""
+    size = 4 * limit
+    while size < len(text) and measure(text[:size]) <= limit:
+        size *= 2
+    return text[:size]
+
+
+def _best_cut(text: str, limit: int, measure: Measure, pattern: re.Pattern) -> int:
+    """The furthest cut point of ``pattern`` whose prefix measures within the limit (0 if none)."""
+    points = [m.end() for m in pattern.finditer(text) if 0 < m.end() < len(text)]
+    low, high, best = 0, len(points) - 1, 0
+    while low <= high:  # the measure grows with the prefix, so binary search finds the furthest fitting point
+        middle = (low + high) // 2
+        if measure(text[: points[middle]]) <= limit:
+            best, low = points[middle], middle + 1
+        else:
+            high = middle - 1
+    return best
 
 
 def _hard_cut(text: str, limit: int, measure: Measure) -> int:
@@ -72,19 +89,15 @@ def split_long(sentence: str, limit: int, measure: Measure) -> list[str]:
     """Cut one over-long sentence at clause boundaries, then spaces; the pieces concatenate to the sentence."""
     pieces = []
     rest = sentence
-    while measure(rest) > limit:
-        cut = 0
-        for pattern in (_SOFT_BREAK, _SPACE):
-            fitting = [p for p in _cut_points(rest, pattern) if measure(rest[:p]) <= limit]
-            if fitting:
-                cut = max(fitting)
-                break
-        if not cut:
-            cut = _hard_cut(rest, limit, measure)
+    while rest:
+        window = _window(rest, limit, measure)  # only a prefix is measured: long inputs stay linear
+        if len(window) == len(rest) and measure(rest) <= limit:
+            pieces.append(rest)
+            break
+        cut = _best_cut(window, limit, measure, _SOFT_BREAK) or _best_cut(window, limit, measure, _SPACE) \
+            or _hard_cut(window, limit, measure)
         pieces.append(rest[:cut])
         rest = rest[cut:]
-    if rest:
-        pieces.append(rest)
     return pieces
 
 

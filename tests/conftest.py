@@ -150,3 +150,22 @@ def job(text: str, key: str | None = None, **params) -> dict:
     if key:
         payload["output"] = {"key": key}
     return payload
+
+
+def two_chapters(quijote: Path, folder: Path) -> Path:
+    """Chapters I and II of the Quijote, as a small corpus file (CRLF and all, as published)."""
+    raw = quijote.read_bytes()
+    start = raw.index("Capítulo primero.".encode())
+    end = raw.index("Capítulo III.".encode())
+    path = folder / "quijote-1-2.txt"
+    path.write_bytes(raw[start:end])
+    return path
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 300, cwd: Path | None = None):
+    """Run the real ``f5-batch`` console script."""
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).with_name("f5-batch")), *args]
+    return subprocess.run(command, env=env, cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout)

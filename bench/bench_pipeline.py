@@ -1,0 +1,117 @@
+"""End-to-end pipeline benchmark: real redis-server, moto's S3 server over HTTP, a real ``celery -A worker worker``.
+
+Measures what the pipeline adds beyond inference for each job (broker, result backend, storage, WAV encoding): jobs
+are sent one at a time and the client-side latency minus the engine's inference time is the overhead. Then the same
+jobs are sent all at once, as singles and as producer-style batches, for throughput. Writes
+``bench/results/pipeline-<device>.json``.
+
+    python bench/bench_pipeline.py --jobs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REF_TEXT, print_table, quijote_segments, write_results
+from tests.conftest import worker_env
+from tests.services import RedisServer, S3Server, WorkerProcess
+
+BUCKET, PREFIX, VOICE = "bench", "run", "voices/narrador.wav"
+
+
+def _job(text: str, index: int, nfe: int, tag: str) -> dict:
+    return {"job_id": f"{tag}-{index:05d}", "text": text, "voice": {"ref_audio": VOICE, "ref_text": REF_TEXT},
+            "output": {"key": f"{tag}/{index:05d}.wav"}, "params": {"nfe_step": nfe, "seed": index}}
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--nfe", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args()
+
+    from importlib.resources import files
+
+    from celery import Celery
+
+    work = Path(tempfile.mkdtemp(prefix="f5bench-pipeline-"))
+    redis = RedisServer(work / "redis").start()
+    s3 = S3Server(work / "s3").start()
+    s3.create_bucket(BUCKET)
+    s3.client().put_object(Bucket=BUCKET, Key=f"{PREFIX}/{VOICE}",
+                           Body=Path(str(files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")))
+                           .read_bytes())
+    env = worker_env(redis.url, f"s3://{BUCKET}/{PREFIX}", work / "weights", s3.endpoint)
+    worker = WorkerProcess(env, work / "logs", concurrency=args.concurrency).start()
+    client = Celery("bench", broker=redis.url, backend=redis.url)
+    client.conf.update(task_serializer="json", accept_content=["json"])
+    segments = quijote_segments(args.jobs)
+    rows = []
+    try:
+        for warm in range(2):
+            client.send_task("f5tts.synthesize", kwargs={"job": _job(segments[warm], warm, args.nfe, "warm")},
+                             queue="f5tts").get(timeout=300)
+        overheads, latencies, inference, uploads = [], [], [], []
+        for index, text in enumerate(segments):
+            start = time.perf_counter()
+            result = client.send_task("f5tts.synthesize", kwargs={"job": _job(text, index, args.nfe, "seq")},
+                                      queue="f5tts").get(timeout=300)
+            latency = time.perf_counter() - start
+            latencies.append(latency)
+            inference.append(result["timings"]["inference_s"])
+            uploads.append(result["timings"]["upload_s"])
+            overheads.append(latency - result["timings"]["inference_s"])
+        audio = []
+        rows.append({"mode": "sequential singles", "jobs": len(segments),
+                     "overhead_median_ms": round(1000 * statistics.median(overheads), 2),
+                     "overhead_p95_ms": round(1000 * _percentile(overheads, 0.95), 2),
+                     "latency_median_ms": round(1000 * statistics.median(latencies), 2),
+                     "inference_median_ms": round(1000 * statistics.median(inference), 2),
+                     "upload_median_ms": round(1000 * statistics.median(uploads), 2)})
+
+        for mode in ("concurrent singles", "producer batches"):
+            tag = "single" if mode == "concurrent singles" else "batch"
+            start = time.perf_counter()
+            if tag == "single":
+                pending = [client.send_task("f5tts.synthesize", kwargs={"job": _job(t, i, args.nfe, tag)},
+                                            queue="f5tts") for i, t in enumerate(segments)]
+                results = [p.get(timeout=600) for p in pending]
+            else:
+                groups = [list(enumerate(segments))[i : i + args.batch] for i in range(0, len(segments), args.batch)]
+                pending = [client.send_task("f5tts.synthesize_batch", kwargs={
+                    "jobs": [_job(t, i, args.nfe, tag) for i, t in group]}, queue="f5tts") for group in groups]
+                results = [item["result"] for p in pending for item in p.get(timeout=600)]
+            wall = time.perf_counter() - start
+            audio_s = sum(r["duration_s"] for r in results)
+            audio.append(audio_s)
+            rows.append({"mode": mode, "jobs": len(results), "wall_s": round(wall, 3),
+                         "audio_s_per_s": round(audio_s / wall, 3), "jobs_per_s": round(len(results) / wall, 2),
+                         "inference_share": round(sum(r["timings"]["inference_s"] for r in results) / wall, 3)})
+    finally:
+        worker.stop()
+        s3.stop()
+        redis.stop()
+    print_table(rows, ["mode", "jobs", "overhead_median_ms", "overhead_p95_ms", "latency_median_ms",
+                       "inference_median_ms", "upload_median_ms", "wall_s", "audio_s_per_s", "jobs_per_s"])
+    path = write_results("pipeline-cpu", {"device": "cpu", "model": "tiny-random", "nfe_step": args.nfe,
+                                          "concurrency": args.concurrency, "rows": rows,
+                                          "note": "overhead = client latency - engine inference time, per job"})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
