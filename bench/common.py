@@ -19,7 +19,7 @@ REF_TEXT = "Some call me nature, others call me mother nature."
 
 def corpus_path(name: str = "don-quijote.es.txt") -> Path:
     for folder in filter(None, [os.environ.get("F5_CORPORA_DIR"), REPO.parent / "shared" / "corpora",
-                                REPO / "shared" / "corpora"]):
+                                REPO / "shared" / "corpora", Path("/work/shared/corpora")]):
         path = Path(folder) / name
         if path.is_file():
             return path

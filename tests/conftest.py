@@ -23,7 +23,7 @@ QUIJOTE_OPENING = (
 def corpora_dir() -> Path:
     """The shared public-domain corpora (``../shared/corpora`` beside the checkout, or ``F5_CORPORA_DIR``)."""
     candidates = [Path(os.environ["F5_CORPORA_DIR"])] if os.environ.get("F5_CORPORA_DIR") else []
-    candidates += [REPO.parent / "shared" / "corpora", REPO / "shared" / "corpora"]
+    candidates += [REPO.parent / "shared" / "corpora", REPO / "shared" / "corpora", Path("/work/shared/corpora")]
     for candidate in candidates:
         if (candidate / "don-quijote.es.txt").is_file():
             return candidate

@@ -172,7 +172,8 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             text = self.log_path.read_text(errors="replace")[self._offset:]
-            return len(re.findall(r"engine ready in pool process", text)) >= self.concurrency and " ready." in text
+            engines = 1 if "threads" in self.extra_args or "solo" in self.extra_args else self.concurrency
+            return len(re.findall(r"engine ready in pool process", text)) >= engines and " ready." in text
 
         wait_until(ready, timeout, f"worker {self.name} to build {self.concurrency} engine(s)", interval=0.25)
 

@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from worker.batcher import DynamicBatcher
 from worker.deadletter import DeadLetters
 from worker.pipeline import JobRunner
 from worker.settings import Settings
@@ -33,15 +34,25 @@ _context: WorkerContext | None = None
 _lock = threading.Lock()
 
 
-def build_context(settings: Settings) -> WorkerContext:
-    """Build the engine (the only place that imports torch), warm it up, and wire it to storage."""
+def build_context(settings: Settings, concurrent_tasks: bool, metrics_index: int = 0) -> WorkerContext:
+    """Build the engine (the only place that imports torch), warm it up, and wire it to storage.
+
+    ``concurrent_tasks``: tasks run in several threads of this process (``-P threads``), so jobs may wait a moment
+    for each other to share passes; with one task at a time (prefork, solo) nothing is worth waiting for.
+    """
+    from worker import metrics
     from worker.engine.engine import Engine
 
     storage = by_url(settings.storage.storage_url, settings.storage)
     engine = Engine.build(settings.engine)
     if settings.engine.warmup:
         engine.warm_up()
-    runner = JobRunner(engine, storage, VoiceStore(storage, settings.storage.voices_dir))
+    engine.pass_observers.append(metrics.on_pass)  # after warm-up: metrics count only passes that serve jobs
+    wait_s = settings.engine.batch_wait_ms / 1000 if concurrent_tasks else 0.0
+    batcher = DynamicBatcher(engine, max_wait_s=wait_s, frame_budget=settings.engine.frame_budget,
+                             max_requests=settings.engine.max_batch)
+    metrics.serve(settings.metrics.port, metrics_index, settings.metrics.addr)
+    runner = JobRunner(batcher, storage, VoiceStore(storage, settings.storage.voices_dir))
     dead_letters = DeadLetters(settings.broker.resolved_result_backend)
     return WorkerContext(settings, storage, runner, dead_letters, engine)
 
@@ -56,5 +67,5 @@ def get_context(settings: Settings) -> WorkerContext:
     if _context is None:
         with _lock:
             if _context is None:
-                _context = build_context(settings)
+                _context = build_context(settings, concurrent_tasks=True)
     return _context

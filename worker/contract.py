@@ -179,6 +179,7 @@ class Timings(BaseModel):
     queue_s: float | None = Field(None, description="From publish to start of work (needs the sent timestamp).")
     inference_s: float = 0.0
     upload_s: float = 0.0
+    batch_wait_s: float | None = Field(None, description="Time spent waiting to share a pass with other jobs.")
 
 
 class JobResult(BaseModel):

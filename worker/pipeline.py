@@ -102,13 +102,13 @@ class JobRunner:
                           float(info.metadata.get(c.META_DURATION, 0.0)))
 
     def _result(self, job: Job, info: ObjectInfo, queue_s: float | None, inference_s: float = 0.0,
-                upload_s: float = 0.0, skipped: bool = True) -> JobResult:
+                upload_s: float = 0.0, skipped: bool = True, batch_wait_s: float | None = None) -> JobResult:
         meta = info.metadata
         duration = float(meta.get(c.META_DURATION, 0.0))
         return JobResult(
             job_id=job.resolved_job_id(), key=info.key, bytes=info.size, sha256=meta.get(c.META_SHA256, ""),
             duration_s=duration, sample_rate=c.SAMPLE_RATE, seed=job.resolved_seed(), skipped=skipped,
-            timings=Timings(queue_s=queue_s, inference_s=inference_s, upload_s=upload_s),
+            timings=Timings(queue_s=queue_s, inference_s=inference_s, upload_s=upload_s, batch_wait_s=batch_wait_s),
             rtf=(inference_s / duration) if duration and not skipped else None,
             precision=meta.get(c.META_PRECISION, ""), model=meta.get(c.META_MODEL, ""), metadata=job.metadata)
 
@@ -119,7 +119,8 @@ class JobRunner:
         self.storage.put(job.resolved_key(), data, metadata, content_type="audio/wav")
         upload_s = time.perf_counter() - start
         info = ObjectInfo(job.resolved_key(), len(data), metadata)
-        result = self._result(job, info, queue_s, output.inference_s, upload_s, skipped=False)
+        result = self._result(job, info, queue_s, output.inference_s, upload_s, skipped=False,
+                              batch_wait_s=output.wait_s)
         return JobOutcome(job.resolved_job_id(), info.key, result, None, output.duration_s)
 
     def _metadata(self, job: Job, output: SynthesisOutput, data: bytes) -> dict[str, Any]:

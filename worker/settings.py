@@ -88,6 +88,8 @@ class EngineSettings(_Section):
     frame_buckets: Annotated[tuple[int, ...], NoDecode] = Field(
         DEFAULT_FRAME_BUCKETS, validation_alias=_env("F5_FRAME_BUCKETS"))
     warmup: bool = Field(True, validation_alias=_env("F5_WARMUP"))
+    batch_wait_ms: float = Field(50.0, ge=0, le=10_000, validation_alias=_env("F5_BATCH_WAIT_MS"),
+                                 description="Dynamic batching: longest wait for companions (thread pool only).")
     voice_cache_size: int = Field(64, ge=1, validation_alias=_env("F5_VOICE_CACHE_SIZE"))
     max_reference_seconds: float = Field(60.0, gt=0.5, validation_alias=_env("F5_MAX_REFERENCE_SECONDS"))
 
@@ -116,6 +118,8 @@ class EngineSettings(_Section):
 class MetricsSettings(_Section):
     port: int | None = Field(
         None, validation_alias=_env("F5_METRICS_PORT"), description="Prometheus port; off if unset.")
+    addr: str = Field("127.0.0.1", validation_alias=_env("F5_METRICS_ADDR"),
+                      description="Address the metrics server binds (0.0.0.0 in containers).")
 
 
 class FlowerSettings(_Section):

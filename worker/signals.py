@@ -34,10 +34,20 @@ class _Startup:
     engine_failed = None
 
 
+def _is_prefork(pool) -> bool:
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    return "prefork" in str(name)
+
+
 @signals.worker_init.connect
 def remember_worker(sender, **_) -> None:
     _Startup.controller = sender
     _Startup.engine_failed = multiprocessing.RawValue("b", 0)
+
+
+@signals.worker_ready.connect
+def log_ready(**_) -> None:
+    log.info("worker ready for jobs")
 
 
 @signals.worker_shutting_down.connect
@@ -54,12 +64,29 @@ def default_concurrency_to_gpu_count(conf, options, **_) -> None:
 
 
 @signals.worker_init.connect
-def preflight(**_) -> None:
+def preflight(sender, **_) -> None:
     problems = engine_problems(settings.engine)
     if problems:
         for problem in problems:
             log.critical("cannot start: %s", problem)
         raise SystemExit(1)  # not an Exception: Celery's signal dispatch lets it end the worker
+
+
+@signals.celeryd_after_setup.connect
+def build_engine_in_main_process(sender, instance, **_) -> None:
+    """Thread and solo pools run tasks in this process: build the engine here (logging is set up by now), before
+    the consumer starts."""
+    if _is_prefork(instance.pool_cls):
+        return
+    from worker.context import build_context, set_context
+
+    threads = "thread" in str(getattr(instance.pool_cls, "__module__", instance.pool_cls))
+    try:
+        set_context(build_context(settings, concurrent_tasks=threads))
+    except Exception as exc:
+        log.critical("could not build the engine, stopping the worker: %s", exc)
+        raise SystemExit(1) from None
+    log.info("engine ready in pool process %d", 0)
 
 
 @signals.worker_process_init.connect
@@ -74,7 +101,7 @@ def build_engine(**_) -> None:
             gpu = pin_child_to_gpu(index)
             if gpu is not None:
                 log.info("pool process %d uses GPU %s", index, gpu)
-        set_context(build_context(settings))
+        set_context(build_context(settings, concurrent_tasks=False, metrics_index=index))
         log.info("engine ready in pool process %d", index)
     except BaseException as exc:
         log.critical("pool process %d could not build the engine, stopping the worker: %s", index, exc,

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Task
 
+from worker import metrics
 from worker.app import app, settings
 from worker.constants import TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
 from worker.context import get_context
@@ -68,6 +69,8 @@ class F5Task(Task):
         get_context(settings).dead_letters.record(letter)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        if not isinstance(exc, BadInputError):
+            metrics.job_finished(None, "error")
         if self.name != TASK_SYNTHESIZE:
             return
         payload = (kwargs or {}).get("job")
@@ -87,10 +90,18 @@ def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> 
         raise _unexpected("job", {**unexpected, **({"<positional>": args} if args else {})})
     context = get_context(settings)
     outcome = context.runner.run([job], queue_s=_queue_seconds(self.request))[0]
+    _count(outcome)
     if outcome.error is not None:
         raise outcome.error
     context.dead_letters.clear([outcome.job_id])
     return outcome.result.model_dump(mode="json")
+
+
+def _count(outcome: JobOutcome) -> None:
+    if outcome.error is not None:
+        metrics.job_finished(None, "bad_input")
+    else:
+        metrics.job_finished(outcome.result, "skipped" if outcome.result.skipped else "ok")
 
 
 def _item(outcome: JobOutcome) -> dict:
@@ -108,6 +119,8 @@ def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: A
         raise BadInputError("invalid_job", f"jobs must be a list of 1 to {MAX_BATCH_JOBS} job objects", "jobs")
     context = get_context(settings)
     outcomes = context.runner.run(jobs, queue_s=_queue_seconds(self.request))
+    for outcome in outcomes:
+        _count(outcome)
     for index, outcome in enumerate(outcomes):
         if outcome.error is not None:
             self.record_dead_letter(outcome.job_id or f"{self.request.id}:{index}", outcome.key, outcome.error)

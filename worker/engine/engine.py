@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,22 +42,39 @@ from worker.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class WarmupReport:
-    shapes: int
-    graphs: int
-    seconds: float
-
-
 @dataclass
 class _Chunk:
-    request: int
     row: SamplingRow
     ref_frames: int
     rms: float
     group: tuple
     seconds: float = 0.0
     wave: torch.Tensor | None = field(default=None, repr=False)
+
+
+@dataclass
+class PreparedRequest:
+    """A request after the CPU-side preparation, ready to join sampling passes (typed handoff to the batcher)."""
+
+    request: SynthesisRequest
+    chunks: list[_Chunk]
+    error: BadInputError | None
+
+    @property
+    def frames(self) -> int:
+        return sum(chunk.row.frames for chunk in self.chunks)
+
+    def fresh_chunks(self) -> list[_Chunk]:
+        """Chunks with no audio yet: a prepared request can be executed again (for example alone, after a failure)."""
+        self.chunks = [replace(chunk, wave=None, seconds=0.0) for chunk in self.chunks]
+        return self.chunks
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    shapes: int
+    graphs: int
+    seconds: float
 
 
 class Engine:
@@ -82,6 +99,7 @@ class Engine:
                                                   len(self.planner.shapes()))
         self.sampler = Sampler(model, device, forward)
         self._voices: LRUCache = LRUCache(maxsize=settings.voice_cache_size)
+        self.pass_observers: list[Callable[[int, int, float], None]] = []  # (rows, padded frames, seconds)
 
     @property
     def model_name(self) -> str:
@@ -171,17 +189,28 @@ class Engine:
         return cached
 
     def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutput]:
-        outputs = [SynthesisOutput(seed=r.seed, sample_rate=self.sample_rate) for r in requests]
-        chunks: list[_Chunk] = []
-        for index, request in enumerate(requests):
-            try:
-                chunks.extend(self._chunks(index, request))
-            except BadInputError as exc:
-                outputs[index].error = exc
+        """Prepare and execute together: every request's chunks share the planned passes."""
+        return self.execute([self.prepare(request) for request in requests])
+
+    def prepare(self, request: SynthesisRequest) -> PreparedRequest:
+        """The CPU-side work for one request (reference, chunking, tokens, durations); bad input is kept, not
+        raised, so that the request fails alone."""
+        try:
+            chunks = self._chunks(request)
+        except BadInputError as exc:
+            return PreparedRequest(request, [], exc)
+        return PreparedRequest(request, chunks, None)
+
+    def execute(self, prepared: Sequence[PreparedRequest]) -> list[SynthesisOutput]:
+        """Sample every prepared request's chunks in planned passes, vocode, and stitch each request's audio."""
+        outputs = [SynthesisOutput(seed=p.request.seed, sample_rate=self.sample_rate, error=p.error)
+                   for p in prepared]
+        chunks = [chunk for p in prepared for chunk in p.fresh_chunks()]
+        owners = [index for index, p in enumerate(prepared) for _ in p.chunks]
         items = [PlanItem(id=k, frames=chunk.row.frames, group=chunk.group) for k, chunk in enumerate(chunks)]
         for plan in plan_batches(items, self.planner):
             self._run_pass(plan, chunks)
-        self._collect(chunks, outputs)
+        self._collect(chunks, owners, outputs)
         return outputs
 
     def _tokens(self, text: str) -> list[str]:
@@ -198,7 +227,7 @@ class Engine:
         if unknown:
             log.warning("characters outside the vocab are spoken as spaces: %s", "".join(unknown)[:50])
 
-    def _chunks(self, index: int, request: SynthesisRequest) -> list[_Chunk]:
+    def _chunks(self, request: SynthesisRequest) -> list[_Chunk]:
         from f5_tts.model.utils import list_str_to_idx
 
         params = request.params
@@ -223,7 +252,7 @@ class Engine:
                     f"{limit:.0f} s); split long sentences (the producer does) or add punctuation", "text")
             tokens = list_str_to_idx([symbols], self.vocab)[0].to(self.device)
             row = SamplingRow(voice.mel, tokens, frames, (request.seed + order) % 2**63, params.cfg_strength)
-            chunks.append(_Chunk(index, row, voice.ref_frames, voice.rms, group))
+            chunks.append(_Chunk(row, voice.ref_frames, voice.rms, group))
         return chunks
 
     def _run_pass(self, plan: BatchPlan, chunks: list[_Chunk]) -> None:
@@ -258,16 +287,16 @@ class Engine:
             chunks[item.id].seconds = elapsed * item.frames / total
         log.debug("pass: %d rows × %d frames (fill %.0f%%, %s, nfe %d) in %.3f s", plan.size, spec.padded_frames,
                   100 * plan.fill, precision, steps, elapsed)
+        for observer in self.pass_observers:
+            observer(plan.size, spec.padded_frames, elapsed)
 
-    def _collect(self, chunks: list[_Chunk], outputs: list[SynthesisOutput]) -> None:
+    def _collect(self, chunks: list[_Chunk], owners: list[int], outputs: list[SynthesisOutput]) -> None:
         by_request: dict[int, list[_Chunk]] = {}
-        for chunk in chunks:
-            by_request.setdefault(chunk.request, []).append(chunk)
+        for chunk, owner in zip(chunks, owners, strict=True):
+            by_request.setdefault(owner, []).append(chunk)
         fade = int(CROSS_FADE_SECONDS * self.sample_rate)
         for index, parts in by_request.items():
             out = outputs[index]
-            if out.error is not None:
-                continue
             waveform = cross_fade([part.wave for part in parts], fade)
             out.waveform = waveform.float().cpu().numpy()
             out.inference_s = sum(part.seconds for part in parts)

@@ -37,6 +37,7 @@ class SynthesisOutput:
     precision: str = ""
     waveform: np.ndarray | None = None
     inference_s: float = 0.0
+    wait_s: float = 0.0  # from hand-over to the batcher until its pass started (dynamic batching)
     chunks: int = 0
     error: BadInputError | None = None
 
