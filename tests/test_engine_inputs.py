@@ -63,7 +63,9 @@ def test_bad_reference(engine, make_audio, needle):
 
 def test_text_without_any_vocab_character(engine, ref_wav_bytes):
     out = _run(engine, text="🙂🙃🙂", ref_bytes=ref_wav_bytes)
-    assert out.error is not None and out.error.code == "bad_text" and "vocabulary" in out.error.message
+    assert out.error is not None and out.error.code == "bad_text" and "no letters or digits" in out.error.message
+    fraktur = _run(engine, text="𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝔣𝔯𝔞𝔨𝔱𝔲𝔯.", ref_bytes=ref_wav_bytes)
+    assert fraktur.error is not None and "vocabulary" in fraktur.error.message
 
 
 def test_unpunctuated_stretch_too_long_for_one_piece(engine, ref_wav_bytes):

@@ -219,11 +219,13 @@ class Engine:
         return convert_char_to_pinyin([text])[0]
 
     def _check_vocab(self, text: str) -> None:
-        symbols = [s for s in self._tokens(text) if not s.isspace()]
-        known = [s for s in symbols if s in self.vocab]
+        """Refuse text whose letters and digits the model cannot read (punctuation alone does not count)."""
+        spoken = [s for s in self._tokens(text) if any(char.isalnum() for char in s)]
+        known = [s for s in spoken if s in self.vocab]
         if not known:
-            raise BadInputError("bad_text", "none of the text's characters is in the model's vocabulary", "text")
-        unknown = sorted({s for s in symbols if s not in self.vocab})
+            raise BadInputError("bad_text", "none of the text's letters or digits is in the model's vocabulary"
+                                if spoken else "the text has no letters or digits to speak", "text")
+        unknown = sorted({s for s in spoken if s not in self.vocab})
         if unknown:
             log.warning("characters outside the vocab are spoken as spaces: %s", "".join(unknown)[:50])
 

@@ -1,0 +1,94 @@
+"""The deployment files, checked where no Docker engine can run them: what must hold for production."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def _command(service: dict) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else command
+
+
+def test_services(compose):
+    assert {"redis", "minio", "minio-init", "worker", "flower", "producer"} <= set(compose["services"])
+    assert compose["services"]["producer"]["profiles"] == ["producer"]
+
+
+def test_redis_keeps_jobs_across_restarts_and_stays_private(compose):
+    redis = compose["services"]["redis"]
+    command = _command(redis)
+    assert redis["image"].startswith("redis:7")
+    assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+    assert "--requirepass" in command
+    assert "healthcheck" in redis and any(v.endswith(":/data") for v in redis["volumes"])
+    assert "ports" not in redis, "Redis must not be published to the host by default"
+
+
+def test_minio_bucket_is_created_once(compose):
+    init = compose["services"]["minio-init"]
+    assert "mc mb" in _command(init) and init["restart"] == "no"
+    assert compose["services"]["worker"]["depends_on"]["minio-init"]["condition"] == \
+        "service_completed_successfully"
+
+
+def test_worker_gets_a_gpu_a_model_cache_and_a_healthcheck(compose):
+    worker = compose["services"]["worker"]
+    assert worker["build"] == "."
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert any(v.endswith(":/models") for v in worker["volumes"])
+    assert worker["env_file"] == ".env"
+    assert "inspect ping" in worker["healthcheck"]["test"][-1]
+
+
+def test_flower_requires_auth_and_keeps_state(compose):
+    flower = compose["services"]["flower"]
+    command = _command(flower)
+    assert "flower" in command and "--port=5555" in command and "--persistent=True" in command
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?.+\}", flower["environment"]["FLOWER_BASIC_AUTH"])
+    assert any(p.endswith(":5555") for p in flower["ports"])
+    assert any(v.endswith(":/data") for v in flower["volumes"])
+    assert "FLOWER_UNAUTHENTICATED_API" not in yaml.safe_dump(compose)
+
+
+def test_no_secrets_are_baked_in(compose):
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|ACCESS_KEY|AUTH", key):
+                assert re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*)?\}", str(value)), f"{name}.{key} holds a literal"
+        for word in re.findall(r"redis://:([^@]*)@", yaml.safe_dump(service)):
+            assert word.startswith("${"), f"{name} has a literal Redis password"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert not re.search(r"(PASSWORD|SECRET|ACCESS_KEY)\s*=", dockerfile)
+    example = (REPO / ".env.example").read_text()
+    for secret in ("REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH"):
+        assert re.search(rf"^{secret}=\s*(#.*)?$", example, re.MULTILINE), f"{secret} must be empty in the example"
+
+
+def _setting_names() -> set[str]:
+    from worker.settings import BrokerSettings, EngineSettings, MetricsSettings, StorageSettings
+
+    names = set()
+    for section in (BrokerSettings, StorageSettings, EngineSettings, MetricsSettings):
+        for field in section.model_fields.values():
+            names.add(field.validation_alias.choices[0])
+    return names
+
+
+def test_every_setting_is_in_env_example_and_readme():
+    example = (REPO / ".env.example").read_text()
+    readme = (REPO / "README.md").read_text()
+    for name in _setting_names():
+        assert re.search(rf"^#?\s*{name}=", example, re.MULTILINE), f"{name} missing from .env.example"
+        assert f"`{name}`" in readme, f"{name} missing from the README's configuration table"
