@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from celery import Celery
+from redis.exceptions import RedisError
 
 from producer.manifest import ManifestEntry, ManifestFiles, book_dir_key, read_entries
 from producer.progress import bar
 from worker.deadletter import DeadLetters
+from worker.errors import TransientError
 from worker.storage import ObjectNotFound, Storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,7 +91,12 @@ def follow(app: Celery, storage: Storage, dead_letters: DeadLetters, entries: li
     with bar() as progress:
         task = progress.add_task(f"rendering {book}", total=len(entries), rate="…")
         while True:
-            status = book_status(app, storage, dead_letters, entries, prefix, book, with_states=False)
+            try:
+                status = book_status(app, storage, dead_letters, entries, prefix, book, with_states=False)
+            except (ConnectionError, OSError, RedisError, TransientError) as exc:  # Redis restarting, storage blip
+                log.warning("cannot read progress right now (%s); trying again", exc)
+                time.sleep(poll_s)
+                continue
             first_done = status.done if first_done is None else first_done
             elapsed = time.monotonic() - started
             rate = (status.done - first_done) / elapsed if elapsed > 0 else 0.0

@@ -30,7 +30,10 @@ def celery_config(settings: Settings) -> dict:
         "priority_steps": list(range(10)),
         "sep": ":",
     }
+    hardened = {"broker_transport": "worker.transport:Transport"} if broker.broker_url.startswith(
+        ("redis://", "rediss://")) else {}
     return {
+        **hardened,
         "broker_url": broker.broker_url,
         "result_backend": broker.resolved_result_backend,
         "broker_transport_options": transport,

@@ -57,6 +57,7 @@ class F5Task(Task):
     max_retries = settings.broker.max_retries
     acks_late = True
     reject_on_worker_lost = True
+    Request = "worker.request:ValidatedRequest"
 
     def record_dead_letter(self, job_id: str, key: str | None, error: BadInputError | Exception) -> None:
         if isinstance(error, BadInputError):
