@@ -157,36 +157,35 @@ def _publish_all(app, queue: str, max_queued: int, priority: int | None, message
     count = skipped = 0
     files.folder.mkdir(parents=True, exist_ok=True)
     waiting: dict[int, Message] = {}
-    publisher = PipelinedPublisher(queue, max_queued, priority)
-    try:
-        with files.partial.open("w", encoding="utf-8") as out, bar("bytes") as progress:
-            task = progress.add_task(f"enqueue {book}", total=total_bytes, rate="")
-            started = time.monotonic()
+    with files.partial.open("w", encoding="utf-8") as out, bar("bytes") as progress:
+        task = progress.add_task(f"enqueue {book}", total=total_bytes, rate="")
+        started = time.monotonic()
 
-            def written(confirmed: list[int]) -> None:
-                nonlocal count
-                for seq in confirmed:
-                    message = waiting.pop(seq)
-                    out.writelines(entry_line(entry) for entry in message.entries)
-                    count += len(message.entries)
-                    progress.update(task, advance=sum(len(e.text.encode()) for e in message.entries))
-                out.flush()
-                rate = count / max(1e-6, time.monotonic() - started)
-                progress.update(task, rate=f"{count} segments, {rate:.0f}/s")
+        def written(confirmed: list[int]) -> None:
+            nonlocal count
+            for seq in confirmed:
+                message = waiting.pop(seq)
+                out.writelines(entry_line(entry) for entry in message.entries)
+                count += len(message.entries)
+                progress.update(task, advance=sum(len(e.text.encode()) for e in message.entries))
+            out.flush()
+            rate = count / max(1e-6, time.monotonic() - started)
+            progress.update(task, rate=f"{count} segments, {rate:.0f}/s")
 
+        publisher = PipelinedPublisher(queue, max_queued, written, priority)
+        try:
             for seq, message in enumerate(messages):
+                waiting[seq] = message
                 if all((entry.id, entry.task_id) in already for entry in message.entries):
                     skipped += len(message.entries)
-                    waiting[seq] = message
                     written([seq])  # published by an earlier run; recorded again, not sent again
                     continue
-                waiting[seq] = message
-                written(publisher.submit(seq, message.task, message.kwargs, message.task_id, message.summary))
-            written(publisher.finish())
-            progress.update(task, completed=total_bytes)
-    except BaseException:
-        publisher.abort()
-        raise
+                publisher.submit(seq, message.task, message.kwargs, message.task_id, message.summary)
+            publisher.finish()
+        except BaseException:
+            publisher.abort()
+            raise
+        progress.update(task, completed=total_bytes)
     return count, skipped, (publisher.published, publisher.waited_s)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue as queue_module
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,50 +34,57 @@ def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | 
     from worker.app import app
 
     done: list[int] = []
+
+    def flush() -> None:
+        if done:
+            acks.put(list(done))
+            done.clear()
+
     try:
-        with Publisher(app, queue, max_queued, priority) as publisher:
+        with Publisher(app, queue, max_queued, priority, on_wait=flush) as publisher:
             while (request := requests.get()) is not _STOP:
                 publisher.publish(request.task, request.kwargs, request.task_id, request.summary)
                 done.append(request.seq)
                 if len(done) >= ACK_EVERY or requests.empty():
-                    acks.put(done)
-                    done = []
-            acks.put(done)
+                    flush()
+            flush()
             acks.put(("stats", publisher.published, publisher.waited_s))
     except BaseException as exc:  # reported to the parent, which stops with a clear message
-        acks.put(done)
+        flush()
         acks.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class PipelinedPublisher:
-    def __init__(self, queue: str, max_queued: int, priority: int | None = None, depth: int = 512) -> None:
+    """``on_confirmed`` receives, in order, the sequence numbers of messages the broker has taken, as soon as they
+    are known (also while this process waits for room in a full pipeline)."""
+
+    def __init__(self, queue: str, max_queued: int, on_confirmed: Callable[[list[int]], None],
+                 priority: int | None = None, depth: int = 512) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no broker sockets shared by fork
         self._requests = context.Queue(maxsize=depth)
         self._acks = context.Queue()
         self._process = context.Process(target=_run_publisher, name="f5-batch-publisher", daemon=True,
                                         args=(self._requests, self._acks, queue, max_queued, priority))
         self._process.start()
-        self._pending: deque[int] = deque()
+        self._on_confirmed = on_confirmed
         self.published = 0
         self.waited_s = 0.0
         self._finished = False
 
-    def submit(self, seq: int, task: str, kwargs: dict[str, Any], task_id: str, summary: str) -> list[int]:
-        """Queue one message; returns the sequence numbers the broker has confirmed since the last call."""
+    def submit(self, seq: int, task: str, kwargs: dict[str, Any], task_id: str, summary: str) -> None:
+        """Queue one message for the publisher process."""
         request = _Request(seq, task, kwargs, task_id, summary)
         while True:
             try:
                 self._requests.put(request, timeout=0.5)
                 break
             except queue_module.Full:
+                self._collect(block=False)  # report progress while the broker applies backpressure
                 if not self._process.is_alive():
-                    self._collect(block=False)
                     raise BrokerUnavailable("the publisher process stopped unexpectedly") from None
-        self._pending.append(seq)
-        return self._collect(block=False)
+        self._collect(block=False)
 
-    def _collect(self, block: bool) -> list[int]:
-        confirmed: list[int] = []
+    def _collect(self, block: bool) -> None:
         while True:
             try:
                 item = self._acks.get(block=block, timeout=5 if block else None)
@@ -86,24 +93,22 @@ class PipelinedPublisher:
                     raise BrokerUnavailable("the publisher process stopped unexpectedly") from None
                 if block:
                     continue
-                return confirmed
+                return
             if isinstance(item, tuple):
                 if item[0] == "error":
                     self._finished = True
                     raise BrokerUnavailable(item[1])
                 self._finished = True
                 self.published, self.waited_s = item[1], item[2]
-                return confirmed
-            confirmed.extend(item)
-            if not block:
-                continue
+                return
+            if item:
+                self._on_confirmed(item)
 
-    def finish(self) -> list[int]:
-        """Wait for every queued message to be published; returns the last confirmations."""
+    def finish(self) -> None:
+        """Wait until every queued message is published and confirmed."""
         self._requests.put(_STOP)
-        confirmed = self._collect(block=True)
+        self._collect(block=True)
         self._process.join(timeout=30)
-        return confirmed
 
     def abort(self) -> None:
         if self._process.is_alive():

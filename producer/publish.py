@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -44,7 +45,7 @@ def check_broker(app: Celery, timeout: float = 5.0) -> None:
 
 class Publisher:
     def __init__(self, app: Celery, queue: str, max_queued: int, priority: int | None = None,
-                 poll_s: float = 0.5) -> None:
+                 poll_s: float = 0.5, on_wait: Callable[[], None] | None = None) -> None:
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
         self.app = app
@@ -52,6 +53,7 @@ class Publisher:
         self.max_queued = max_queued
         self.priority = priority
         self.poll_s = poll_s
+        self.on_wait = on_wait  # called before blocking on a full queue (to report progress made so far)
         self._room = 0
         self.published = 0
         self.waited_s = 0.0
@@ -87,6 +89,8 @@ class Publisher:
             self._room = self.max_queued - self.waiting()
             if self._room > 0:
                 break
+            if self.on_wait is not None:
+                self.on_wait()
             time.sleep(self.poll_s)
         self.waited_s += time.monotonic() - started
 

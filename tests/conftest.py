@@ -114,6 +114,7 @@ def worker_env(redis_url: str, storage_url: str, random_cache: Path, s3_endpoint
         "F5_MODEL": "tiny-random", "F5_RANDOM_CACHE_DIR": str(random_cache), "F5_DEVICE": "cpu",
         "ENABLE_TORCH_COMPILE": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
         "TASK_MAX_RETRIES": "30", "RETRY_BACKOFF_MAX": "4",
+        "OMP_NUM_THREADS": "1",  # two pool processes on a two-core machine: one torch thread each
     })
     if s3_endpoint:
         env["S3_ENDPOINT_URL"] = s3_endpoint

@@ -25,6 +25,12 @@ def celery_config(settings: Settings) -> dict:
                          f"({broker.task_time_limit}), or Redis redelivers jobs that are still running")
     transport = {
         "visibility_timeout": broker.visibility_timeout,
+        # Sweep for messages of dead workers often enough that they come back soon after the visibility timeout
+        # (kombu's default scans only every ~100 s).
+        "unacked_restore_interval": max(1, min(10, broker.visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 10,
+        "socket_keepalive": True,
         # Priorities 0-9 on Redis (0 is highest), for `f5-batch enqueue --priority`.
         "queue_order_strategy": "priority",
         "priority_steps": list(range(10)),

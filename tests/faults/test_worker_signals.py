@@ -43,11 +43,11 @@ def test_sigterm_mid_job_finishes_the_job_then_stops(redis_server, s3_server, vo
 
 def test_whole_worker_sigkilled_mid_job_is_redelivered(redis_server, s3_server, voice_in_s3, prepared_random_weights,
                                                        service_dir):
-    env = _env(redis_server, s3_server, prepared_random_weights, VISIBILITY_TIMEOUT="20", TASK_TIME_LIMIT="18",
-               TASK_SOFT_TIME_LIMIT="15")
+    env = _env(redis_server, s3_server, prepared_random_weights, VISIBILITY_TIMEOUT="12", TASK_TIME_LIMIT="10",
+               TASK_SOFT_TIME_LIMIT="9")
     first = WorkerProcess(env, service_dir / "logs").start()
     client = plain_celery(redis_server.url)
-    result = client.send_task("f5tts.synthesize", kwargs={"job": job(LONG_TEXT, "killall/once.wav", nfe_step=16)},
+    result = client.send_task("f5tts.synthesize", kwargs={"job": job(LONG_TEXT, "killall/once.wav", nfe_step=8)},
                               queue="f5tts")
     wait_until(lambda: result.state == "STARTED", 60, "the job to start")
     first.stop(signal.SIGKILL)  # parent and pool at once: nobody acknowledges, nobody requeues
