@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from producer import logs
+from producer.cmd_assemble import assemble
 from producer.cmd_enqueue import enqueue, resume
 from producer.cmd_status import status, voice
 from producer.synth import synth
@@ -17,5 +18,5 @@ def main(verbose: int) -> None:
     logs.configure(verbose)
 
 
-for command in (synth, enqueue, resume, status, voice):
+for command in (synth, enqueue, resume, status, voice, assemble):
     main.add_command(command)

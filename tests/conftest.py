@@ -170,3 +170,23 @@ def cli(env: dict[str, str], *args: str, timeout: float = 300, cwd: Path | None 
 
     command = [str(Path(sys.executable).with_name("f5-batch")), *args]
     return subprocess.run(command, env=env, cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def rendered_two_chapters(redis_server, prepared_random_weights, tmp_path_factory, quijote_path, ref_wav_path,
+                          service_dir):
+    """Chapters I-II of the Quijote enqueued with the producer and rendered by a real two-process worker.
+
+    Returns (env, store folder, manifest folder, book id, enqueue result).
+    """
+    work = tmp_path_factory.mktemp("rendered")
+    env = worker_env(redis_server.url, f"file://{work / 'store'}", prepared_random_weights, F5_QUEUE="rendered")
+    added = cli(env, "voice", "add", "narrador", str(ref_wav_path), "--text", REF_TEXT)
+    assert added.returncode == 0, added.stderr
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=2).start()
+    try:
+        done = cli(env, "enqueue", str(two_chapters(quijote_path, work)), "--book", "q12", "--voice", "narrador",
+                   "--nfe-step", "2", "--manifest-dir", str(work / "m"), "--wait", timeout=500)
+    finally:
+        worker.stop()
+    return env, work / "store", work / "m", "q12", done

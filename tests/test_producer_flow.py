@@ -36,21 +36,15 @@ def _stored(env: dict[str, str], book: str) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in (root / "books" / book).rglob("*.wav"))
 
 
-def test_two_chapters_end_to_end_every_wav_lands(local_env, quijote_path, tmp_path, service_dir):
-    corpus = two_chapters(quijote_path, tmp_path)
-    worker = WorkerProcess(local_env, service_dir / "logs", concurrency=2).start()
-    try:
-        done = cli(local_env, "enqueue", str(corpus), "--book", "q12", "--voice", "narrador", "--nfe-step", "2",
-                   "--manifest-dir", str(tmp_path / "m"), "--wait", timeout=500)
-        assert done.returncode == 0, done.stderr[-3000:]
-        entries = _manifest(tmp_path / "m", "q12")
-        assert {e["chapter"] for e in entries} == {1, 2}
-        assert _stored(local_env, "q12") == sorted(e["key"] for e in entries)
-        status = cli(local_env, "status", "q12", "--json", "--manifest-dir", str(tmp_path / "m"))
-        assert json.loads(status.stdout) == {"total": len(entries), "done": len(entries), "failed": 0,
-                                             "running": 0, "retrying": 0, "queued": 0, "failures": {}}
-    finally:
-        worker.stop()
+def test_two_chapters_end_to_end_every_wav_lands(rendered_two_chapters):
+    env, _, manifests, book, done = rendered_two_chapters
+    assert done.returncode == 0, done.stderr[-3000:]
+    entries = _manifest(manifests, book)
+    assert {e["chapter"] for e in entries} == {1, 2}
+    assert _stored(env, book) == sorted(e["key"] for e in entries)
+    status = cli(env, "status", book, "--json", "--manifest-dir", str(manifests))
+    assert json.loads(status.stdout) == {"total": len(entries), "done": len(entries), "failed": 0,
+                                         "running": 0, "retrying": 0, "queued": 0, "failures": {}}
 
 
 def test_two_runs_give_identical_manifests(local_env, quijote_path, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
@@ -30,6 +31,10 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream") -> None:
         """Write atomically: readers see the old object or the new one, never a part."""
+
+    def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
+                 content_type: str = "application/octet-stream") -> None:
+        """Like ``put``, streaming from a local file (multipart on S3): for chapter-sized objects."""
 
     def get(self, key: str) -> bytes:
         """The object's bytes; :class:`ObjectNotFound` if absent."""

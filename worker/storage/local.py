@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,22 @@ class LocalStorage:
         _atomic_write(self._meta_path(key), json.dumps({"metadata": metadata or {},
                                                         "content_type": content_type}).encode())
         _atomic_write(path, data)
+
+    def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
+                 content_type: str = "application/octet-stream") -> None:
+        target = self._path(key)
+        _atomic_write(self._meta_path(key), json.dumps({"metadata": metadata or {},
+                                                        "content_type": content_type}).encode())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, temp)
+            os.chmod(temp, 0o644)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
 
     def get(self, key: str) -> bytes:
         try:

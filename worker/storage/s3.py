@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -58,6 +59,15 @@ class S3Storage:
         extra = {"Metadata": metadata or {}, "ContentType": content_type}
         try:
             self.client.upload_fileobj(io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self.transfer)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._unavailable(exc, "upload", full) from exc
+
+    def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
+                 content_type: str = "application/octet-stream") -> None:
+        full = self._key(key)
+        extra = {"Metadata": metadata or {}, "ContentType": content_type}
+        try:
+            self.client.upload_file(str(path), self.bucket, full, ExtraArgs=extra, Config=self.transfer)
         except (BotoCoreError, ClientError) as exc:
             raise self._unavailable(exc, "upload", full) from exc
 
