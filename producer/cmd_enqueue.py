@@ -82,12 +82,14 @@ def _upload_manifest(storage: Storage, files: ManifestFiles, prefix: str, book: 
 @click.option("--seed", type=int, help="One seed for every segment; default: derived per segment from content.")
 @click.option("--force", is_flag=True, help="Publish every segment again, even those a manifest lists.")
 @click.option("--wait", is_flag=True, help="Follow the book until every segment is rendered or failed.")
+@click.option("--assemble", "auto_assemble", type=click.Choice(["wav", "flac", "ogg", "opus", "mp3"]),
+              help="Assemble each chapter automatically (on the f5tts-cpu queue) once its segments are stored.")
 @with_common
 def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str | None, ref_text: str | None,
             lang: str, max_chars: int | None, batch_size: int, max_queued: int, priority: int | None,
             encoding: str, chapter_regex: str | None, chapter_range: str | None, nfe_step: int,
-            cfg_strength: float, speed: float, seed: int | None, force: bool, wait: bool, prefix: str,
-            manifest_dir: Path) -> None:
+            cfg_strength: float, speed: float, seed: int | None, force: bool, wait: bool,
+            auto_assemble: str | None, prefix: str, manifest_dir: Path) -> None:
     """Split CORPUS (.txt, .md, .jsonl, .epub) into segments and enqueue one job per segment (or per batch)."""
     import re
 
@@ -111,6 +113,14 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
     spec = VoiceSpec(ref_audio=voice.ref_audio, ref_text=voice.ref_text)
     detected = corpus.detect_language(first.raw) if lang == "auto" else lang
     record = book_record(book, prefix, spec, params, detected, limit, batch_size, priority, corpus_path)
+    record.extra["assemble"] = auto_assemble
+    closer = None
+    if auto_assemble:
+        from producer.autoassemble import ChapterCloser
+        from worker.chapters import ChapterTracker
+
+        closer = ChapterCloser(ChapterTracker(settings.broker.resolved_result_backend), app, book,
+                               {"prefix": prefix, "format": auto_assemble})
     files = ManifestFiles(manifest_dir, book)
     already = set() if force else {(e.id, e.task_id) for e in files.read_entries()}
     files.write_record(record)
@@ -120,7 +130,7 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
     started = time.monotonic()
     try:
         count, skipped, publisher_stats = _publish_all(app, settings.broker.queue, max_queued, priority, messages,
-                                                       files, already, corpus_path, book)
+                                                       files, already, corpus_path, book, closer)
     except (BrokerUnavailable, CorpusError) as exc:
         raise click.ClickException(f"{exc} (the partial manifest {files.partial} lets a re-run continue)") from None
     os.replace(files.partial, files.final)
@@ -151,7 +161,7 @@ def _chain(first, rest):
 
 
 def _publish_all(app, queue: str, max_queued: int, priority: int | None, messages, files: ManifestFiles,
-                 already: set, corpus_path: Path, book: str) -> tuple[int, int, tuple[int, float]]:
+                 already: set, corpus_path: Path, book: str, closer=None) -> tuple[int, int, tuple[int, float]]:
     """Publish every message (in a pipelined child process) and write each manifest line once it is published."""
     total_bytes = max(1, corpus_path.stat().st_size) if corpus_path.is_file() else 1
     count = skipped = 0
@@ -166,6 +176,8 @@ def _publish_all(app, queue: str, max_queued: int, priority: int | None, message
             for seq in confirmed:
                 message = waiting.pop(seq)
                 out.writelines(entry_line(entry) for entry in message.entries)
+                if closer is not None:
+                    closer.confirmed(message)
                 count += len(message.entries)
                 progress.update(task, advance=sum(len(e.text.encode()) for e in message.entries))
             out.flush()
@@ -176,12 +188,16 @@ def _publish_all(app, queue: str, max_queued: int, priority: int | None, message
         try:
             for seq, message in enumerate(messages):
                 waiting[seq] = message
+                if closer is not None:
+                    closer.produced(message)
                 if all((entry.id, entry.task_id) in already for entry in message.entries):
                     skipped += len(message.entries)
                     written([seq])  # published by an earlier run; recorded again, not sent again
                     continue
                 publisher.submit(seq, message.task, message.kwargs, message.task_id, message.summary)
             publisher.finish()
+            if closer is not None:
+                closer.finish()
         except BaseException:
             publisher.abort()
             raise

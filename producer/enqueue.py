@@ -54,7 +54,8 @@ def segment_job(record: BookRecord, segment: Segment) -> Job:
         voice=record.voice,
         output={"key": segment_key(record.prefix, record.book, segment)},
         params=record.params,
-        metadata={"book": record.book, "chapter": segment.chapter, "index": segment.index},
+        metadata={"book": record.book, "chapter": segment.chapter, "index": segment.index,
+                  **({"assemble": True} if record.extra.get("assemble") else {})},
     )
 
 

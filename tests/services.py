@@ -162,6 +162,9 @@ class WorkerProcess:
                                         start_new_session=True)
         if wait:
             self.wait_ready()
+        else:
+            wait_until(lambda: " ready." in self.log_path.read_text(errors="replace")[self._offset:]
+                       or self.process.poll() is not None, 120, f"worker {self.name} to start", interval=0.25)
         return self
 
     def log(self) -> str:

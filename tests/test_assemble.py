@@ -168,3 +168,32 @@ print(result.duration_s, before, resource.getrusage(resource.RUSAGE_SELF).ru_max
     assert (after_kb - before_kb) / 1024 < 100, f"assembly grew by {(after_kb - before_kb) / 1024:.0f} MB"
     assert sf.info(tmp_path / "store" / "books" / "long" / "chapters" / "001.wav").frames == 7200 * 24000
     assert AssembleOptions().extension == "wav" and callable(assemble_chapter)
+
+
+def test_chapters_assemble_automatically_on_the_cpu_queue(redis_server, prepared_random_weights, tmp_path,
+                                                          quijote_path, ref_wav_path, service_dir):
+    """enqueue --assemble: a synthesis worker renders, a CPU worker (F5_WORKER_ROLE=assembler, -Q f5tts-cpu)
+    stitches each chapter as soon as its last segment is stored."""
+    from tests.conftest import REF_TEXT, two_chapters, worker_env
+    from tests.services import WorkerProcess, wait_until
+
+    env = worker_env(redis_server.url, f"file://{tmp_path / 'store'}", prepared_random_weights, F5_QUEUE="auto")
+    assert cli(env, "voice", "add", "narrador", str(ref_wav_path), "--text", REF_TEXT).returncode == 0
+    synth = WorkerProcess(env, service_dir / "logs", concurrency=2).start()
+    assembler = WorkerProcess({**env, "F5_WORKER_ROLE": "assembler"}, service_dir / "logs", concurrency=1,
+                              extra_args=["-Q", "f5tts-cpu", "-P", "solo"]).start(wait=False)
+    try:
+        done = cli(env, "enqueue", str(two_chapters(quijote_path, tmp_path)), "--book", "auto", "--voice",
+                   "narrador", "--nfe-step", "2", "--assemble", "flac", "--manifest-dir", str(tmp_path / "m"),
+                   "--wait", timeout=500)
+        assert done.returncode == 0, done.stderr[-2000:]
+        chapters = tmp_path / "store" / "books" / "auto" / "chapters"
+        wait_until(lambda: sorted(p.name for p in chapters.glob("*.flac")) == ["001.flac", "002.flac"], 120,
+                   "both chapters to be assembled")
+        assert "engine ready" not in assembler.log()
+        assert assembler.log().count("f5tts.assemble_chapter") >= 2
+        for chapter in (1, 2):
+            assert sf.info(chapters / f"{chapter:03d}.flac").frames > 0
+    finally:
+        synth.stop()
+        assembler.stop()

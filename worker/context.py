@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from worker.batcher import DynamicBatcher
+from worker.chapters import ChapterTracker
 from worker.deadletter import DeadLetters
 from worker.pipeline import JobRunner
 from worker.settings import Settings
@@ -28,6 +29,7 @@ class WorkerContext:
     runner: JobRunner
     dead_letters: DeadLetters
     engine: object
+    chapters: ChapterTracker
 
 
 _context: WorkerContext | None = None
@@ -54,7 +56,8 @@ def build_context(settings: Settings, concurrent_tasks: bool, metrics_index: int
     metrics.serve(settings.metrics.port, metrics_index, settings.metrics.addr)
     runner = JobRunner(batcher, storage, VoiceStore(storage, settings.storage.voices_dir))
     dead_letters = DeadLetters(settings.broker.resolved_result_backend)
-    return WorkerContext(settings, storage, runner, dead_letters, engine)
+    chapters = ChapterTracker(settings.broker.resolved_result_backend)
+    return WorkerContext(settings, storage, runner, dead_letters, engine, chapters)
 
 
 def set_context(context: WorkerContext) -> None:

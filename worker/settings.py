@@ -33,6 +33,9 @@ class BrokerSettings(_Section):
         None, validation_alias=_env("RESULT_BACKEND", "CELERY_RESULT_BACKEND"), description="Defaults to BROKER_URL."
     )
     queue: str = Field(DEFAULT_QUEUE, validation_alias=_env("F5_QUEUE"))
+    role: Literal["synthesis", "assembler"] = Field(
+        "synthesis", validation_alias=_env("F5_WORKER_ROLE"),
+        description="assembler: a CPU worker for -Q f5tts-cpu that builds no engine.")
     # A job running longer than this is killed (hard) / interrupted (soft). Both must stay below the visibility timeout,
     # or Redis hands a still-running job to a second worker.
     task_soft_time_limit: int = Field(1500, ge=1, validation_alias=_env("TASK_SOFT_TIME_LIMIT"))

@@ -63,8 +63,14 @@ def default_concurrency_to_gpu_count(conf, options, **_) -> None:
         conf.worker_concurrency = max(1, len(visible_gpus()))
 
 
+def _synthesis() -> bool:
+    return settings.broker.role == "synthesis"
+
+
 @signals.worker_init.connect
 def preflight(sender, **_) -> None:
+    if not _synthesis():
+        return
     problems = engine_problems(settings.engine)
     if problems:
         for problem in problems:
@@ -76,7 +82,7 @@ def preflight(sender, **_) -> None:
 def build_engine_in_main_process(sender, instance, **_) -> None:
     """Thread and solo pools run tasks in this process: build the engine here (logging is set up by now), before
     the consumer starts."""
-    if _is_prefork(instance.pool_cls):
+    if _is_prefork(instance.pool_cls) or not _synthesis():
         return
     from worker.context import build_context, set_context
 
@@ -91,6 +97,8 @@ def build_engine_in_main_process(sender, instance, **_) -> None:
 
 @signals.worker_process_init.connect
 def build_engine(**_) -> None:
+    if not _synthesis():
+        return
     from billiard.process import current_process
 
     from worker.context import build_context, set_context

@@ -15,7 +15,7 @@ from celery import Task
 
 from worker import metrics
 from worker.app import app, settings
-from worker.constants import TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
+from worker.constants import TASK_ASSEMBLE_CHAPTER, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
 from worker.context import get_context
 from worker.contract import BatchItemResult, JobError
 from worker.deadletter import DeadLetter
@@ -95,7 +95,22 @@ def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> 
     if outcome.error is not None:
         raise outcome.error
     context.dead_letters.clear([outcome.job_id])
+    _track_chapter(outcome, context)
     return outcome.result.model_dump(mode="json")
+
+
+def _track_chapter(outcome: JobOutcome, context) -> None:
+    """If this segment belongs to a book assembled automatically, count it, and send the assembly when complete."""
+    meta = outcome.result.metadata if outcome.result else {}
+    book, chapter = meta.get("book"), meta.get("chapter")
+    if not (isinstance(book, str) and isinstance(chapter, int) and meta.get("assemble")):
+        return
+    tracker = context.chapters
+    try:
+        if tracker.mark_stored(book, chapter, outcome.job_id):
+            tracker.send_if_complete(app, book, chapter)
+    except Exception as exc:  # bookkeeping must never fail a job whose audio is stored
+        log.warning("could not update chapter progress for %s %s: %s", book, chapter, exc)
 
 
 def _count(outcome: JobOutcome) -> None:
@@ -126,4 +141,32 @@ def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: A
         if outcome.error is not None:
             self.record_dead_letter(outcome.job_id or f"{self.request.id}:{index}", outcome.key, outcome.error)
     context.dead_letters.clear([o.job_id for o in outcomes if o.error is None and o.job_id])
+    for outcome in outcomes:
+        if outcome.error is None:
+            _track_chapter(outcome, context)
     return [_item(outcome) for outcome in outcomes]
+
+
+@app.task(name=TASK_ASSEMBLE_CHAPTER, bind=True, acks_late=True, autoretry_for=(TransientError, ConnectionError),
+          retry_backoff=True, max_retries=settings.broker.max_retries)
+def assemble_chapter(self: Task, book: str, chapter: int) -> dict:
+    """Stitch one completed chapter (runs on the CPU queue; needs no engine)."""
+    from producer.assemble import AssembleOptions, new_workdir
+    from producer.assemble import assemble_chapter as assemble
+    from producer.manifest import ManifestEntry
+    from worker.chapters import ChapterTracker
+    from worker.storage import by_url
+
+    tracker = ChapterTracker(settings.broker.resolved_result_backend)
+    entries, options = tracker.spec(book, chapter)
+    storage = by_url(settings.storage.storage_url, settings.storage)
+    workdir = new_workdir()
+    try:
+        result = assemble(storage, options["prefix"], book, [ManifestEntry.model_validate(e) for e in entries],
+                          AssembleOptions(fmt=options.get("format", "wav")), workdir)
+    finally:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"book": book, "chapter": chapter, "key": result.key, "duration_s": result.duration_s,
+            "bytes": result.bytes}
