@@ -88,6 +88,32 @@ def _ours(engine: Engine, ref: bytes, segments: list[str], nfe: int, batch: int)
     return sum(o.duration_s for o in outputs), wall, frames
 
 
+def _dynamic(engine: Engine, ref: bytes, segments: list[str], nfe: int, wait_s: float) -> tuple[float, float, int]:
+    """Every segment as a single job from its own thread, through the dynamic batcher (as ``-P threads`` does)."""
+    import threading
+
+    from worker.batcher import DynamicBatcher
+
+    voice = VoiceInput(ref, REF_TEXT)
+    batcher = DynamicBatcher(engine, max_wait_s=wait_s, frame_budget=engine.planner.frame_budget,
+                             max_requests=engine.planner.max_batch)
+    outputs: list = [None] * len(segments)
+
+    def one(index: int) -> None:
+        request = SynthesisRequest(segments[index], voice, JobParams(nfe_step=nfe), seed=index)
+        outputs[index] = batcher.synthesize([request])[0]
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(segments))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    batcher.close()
+    return sum(o.duration_s for o in outputs), wall, batcher.executions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cuda = torch.cuda.is_available()
@@ -160,6 +186,9 @@ def main() -> None:
                 audio_s, wall, frames = _ours(engine, ref, segments, args.nfe, batch)
                 row("engine-single" if batch == 1 else "engine-batched", precision, batch, compiled, audio_s, wall,
                     frames, engine, warm)
+            audio_s, wall, executions = _dynamic(engine, ref, segments, args.nfe, wait_s=0.05)
+            row("engine-dynamic", precision, args.batch, compiled, audio_s, wall, frames, engine,
+                {**warm, "executions": executions})
             del engine
             if cuda:
                 torch.cuda.empty_cache()
