@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--compile", default="off,on" if cuda else "off", help="off, on, or off,on")
     parser.add_argument("--skip-upstream-half", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -199,7 +200,7 @@ def main() -> None:
     print_table(rows, ["device", "mode", "precision", "batch", "compile", "nfe_step", "rtf", "audio_s_per_s",
                        "vs_upstream", "mfu"])
     suffix = "gpu" if cuda else "cpu"
-    path = write_results(f"engine-{suffix}", {"arch": preset.arch, "rows": rows,
+    path = write_results(f"engine-{suffix}{'-' + args.tag if args.tag else ''}", {"arch": preset.arch, "rows": rows,
                                                 "note": "random weights; speed does not depend on them"})
     print(f"\nwrote {path}")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import cached_property
 from typing import Any
 
+from worker.bookkeeping import RedisBookkeeping
 from worker.constants import DEFAULT_CPU_QUEUE, TASK_ASSEMBLE_CHAPTER
 
 log = logging.getLogger(__name__)
@@ -24,19 +24,7 @@ def _key(book: str, chapter: int) -> str:
     return f"f5tts:chapter:{book}:{chapter:03d}"
 
 
-class ChapterTracker:
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-
-    @cached_property
-    def _client(self):
-        import redis
-
-        return redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
-
-    @property
-    def enabled(self) -> bool:
-        return self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+class ChapterTracker(RedisBookkeeping):
 
     def expect(self, book: str, chapter: int, entries: list[dict[str, Any]], options: dict[str, Any]) -> None:
         """Producer side: the chapter is fully published; this is what assembling it needs."""

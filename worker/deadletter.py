@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
-from functools import cached_property
 
+from worker.bookkeeping import RedisBookkeeping
 from worker.constants import FAILED_JOBS_KEY
 
 log = logging.getLogger(__name__)
@@ -33,19 +32,7 @@ class DeadLetter:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
-class DeadLetters:
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-
-    @cached_property
-    def _client(self):
-        import redis
-
-        return redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
-
-    @property
-    def enabled(self) -> bool:
-        return self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+class DeadLetters(RedisBookkeeping):
 
     def record(self, letter: DeadLetter) -> None:
         if not self.enabled:
@@ -67,6 +54,3 @@ class DeadLetters:
         raw = self._client.hgetall(FAILED_JOBS_KEY) if self.enabled else {}
         return {key.decode(): DeadLetter(**json.loads(value)) for key, value in raw.items()}
 
-
-def now() -> float:
-    return time.time()
