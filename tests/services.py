@@ -58,6 +58,7 @@ class RedisServer:
         self.workdir = workdir
         self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
+        self.start_args: list[str] = []
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -67,7 +68,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--dir", str(self.workdir), "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
+                "--appendfsync", "always", "--maxmemory-policy", "noeviction", *self.start_args]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.ping, 20, f"redis-server on port {self.port}")
         return self
@@ -75,7 +76,9 @@ class RedisServer:
     def ping(self) -> bool:
         import redis
 
-        return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        password = self.start_args[self.start_args.index("--requirepass") + 1] if "--requirepass" in \
+            self.start_args else None
+        return bool(redis.Redis(port=self.port, password=password, socket_timeout=1).ping())
 
     def client(self):
         import redis
