@@ -153,12 +153,12 @@ def job(text: str, key: str | None = None, **params) -> dict:
     return payload
 
 
-def two_chapters(quijote: Path, folder: Path) -> Path:
-    """Chapters I and II of the Quijote, as a small corpus file (CRLF and all, as published)."""
+def two_chapters(quijote: Path, folder: Path, until: str = "Capítulo III.") -> Path:
+    """Chapters I and II of the Quijote (or up to ``until``), as a small corpus file (CRLF and all, as published)."""
     raw = quijote.read_bytes()
     start = raw.index("Capítulo primero.".encode())
-    end = raw.index("Capítulo III.".encode())
-    path = folder / "quijote-1-2.txt"
+    end = raw.index(until.encode())
+    path = folder / f"quijote-until-{until.split()[1].strip('.')}.txt"
     path.write_bytes(raw[start:end])
     return path
 

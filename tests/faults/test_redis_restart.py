@@ -25,7 +25,7 @@ def test_redis_restart_while_queued_and_publishing(prepared_random_weights, serv
     worker = None
     try:
         assert cli(env, "voice", "add", "narrador", str(ref_wav_path), "--text", REF_TEXT).returncode == 0
-        corpus = two_chapters(quijote_path, tmp_path)
+        corpus = two_chapters(quijote_path, tmp_path, until="Capítulo II.")  # chapter I: about 60 segments
         command = [str(Path(sys.executable).with_name("f5-batch")), "enqueue", str(corpus), "--book", "aof",
                    "--voice", "narrador", "--batch-size", "1", "--nfe-step", "2", "--max-queued", "40",
                    "--manifest-dir", str(tmp_path / "m")]

@@ -11,6 +11,6 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def test_short_soak_with_random_kills(prepared_random_weights, tmp_path, quijote_path, ref_wav_path, engine):
-    report = run_soak(120, tmp_path, prepared_random_weights, quijote_path, ref_wav_path, engine, kill_every_s=4.0)
+    report = run_soak(60, tmp_path, prepared_random_weights, quijote_path, ref_wav_path, engine, kill_every_s=4.0)
     assert report.kills >= 1
     assert (report.lost, report.duplicates, report.corrupt, report.wrong_length) == (0, 0, 0, 0), report
