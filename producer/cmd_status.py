@@ -38,6 +38,8 @@ def status(book: str, as_json: bool, prefix: str, manifest_dir: Path) -> None:
         table.add_column(column, justify="right")
     table.add_row(*(str(value) for value in summary.values()))
     console.print(table)
+    if summary["revoked"]:
+        console.print(f"[yellow]{summary['revoked']} revoked[/]: `f5-batch resume {book}` enqueues them again")
     reasons = Counter(f"{f['code']}: {f['message']}" for f in result.failed.values())
     for reason, count in reasons.most_common(10):
         console.print(f"[red]{count} failed[/] {reason}")

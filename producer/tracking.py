@@ -34,7 +34,8 @@ class BookStatus:
     def summary(self) -> dict:
         return {"total": self.total, "done": self.done, "failed": len(self.failed),
                 "running": self.states.get("STARTED", 0), "retrying": self.states.get("RETRY", 0),
-                "queued": sum(v for k, v in self.states.items() if k not in ("STARTED", "RETRY"))}
+                "revoked": self.states.get("REVOKED", 0),  # stopped by an operator or a worker: needs resume
+                "queued": sum(v for k, v in self.states.items() if k not in ("STARTED", "RETRY", "REVOKED"))}
 
 
 def load_entries(files: ManifestFiles, storage: Storage, prefix: str, book: str) -> list[ManifestEntry]:

@@ -7,6 +7,7 @@ checkpoint file and loaded through the same code path as a real checkpoint.
 from __future__ import annotations
 
 import os
+import uuid
 from importlib.resources import files
 from pathlib import Path
 
@@ -135,6 +136,12 @@ def s3_worker(redis_server, s3_server, prepared_random_weights, voice_in_s3, ser
     worker = WorkerProcess(env, service_dir / "logs", concurrency=2).start()
     yield worker
     worker.stop()
+
+
+def own_queue(name: str) -> str:
+    """A queue no other worker listens on. The session's shared ``s3_worker`` serves the default queue on the same
+    Redis, so a test that runs a worker of its own must route its jobs away from it."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def plain_celery(broker_url: str):

@@ -18,7 +18,7 @@ def test_warm_up_covers_every_shape_and_jobs_never_recompile(engine, engine_sett
     from worker.engine import runtime
 
     compiled = Engine.build(engine_settings.model_copy(update={
-        "compile": True, "frame_buckets": (1024, 1536), "max_batch": 2, "frame_budget": 3072}))
+        "compile": True, "frame_buckets": (1024, 1536), "max_batch": 2, "frame_budget": 2560}))
     report = compiled.warm_up()
     assert report.shapes == len(compiled.planner.shapes()) == 3  # (1,1024) (2,1024) (1,1536)
     graphs = runtime.compiled_graph_count()

@@ -11,7 +11,7 @@ import time
 import pytest
 import soundfile as sf
 
-from tests.conftest import BUCKET, PREFIX, REF_TEXT, VOICE_KEY, job, plain_celery, worker_env
+from tests.conftest import BUCKET, PREFIX, REF_TEXT, VOICE_KEY, job, own_queue, plain_celery, worker_env
 from tests.services import S3Server, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(400)
@@ -22,13 +22,14 @@ LONG_TEXT = ("Llegó, pues, el día, y el hidalgo, armado de todas sus armas, su
 
 def test_pool_process_killed_mid_job_is_redelivered_and_completed_once(redis_server, s3_server, voice_in_s3,
                                                                       prepared_random_weights, service_dir):
+    queue = own_queue("poolkill")
     env = worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", prepared_random_weights, s3_server.endpoint,
-                     VISIBILITY_TIMEOUT="60", TASK_TIME_LIMIT="50", TASK_SOFT_TIME_LIMIT="45")
+                     VISIBILITY_TIMEOUT="60", TASK_TIME_LIMIT="50", TASK_SOFT_TIME_LIMIT="45", F5_QUEUE=queue)
     worker = WorkerProcess(env, service_dir / "logs", concurrency=1).start()
     try:
         client = plain_celery(redis_server.url)
         result = client.send_task("f5tts.synthesize", kwargs={"job": job(LONG_TEXT, "kill/once.wav", nfe_step=64)},
-                                  queue="f5tts")
+                                  queue=queue)
         wait_until(lambda: result.state == "STARTED", 60, "the job to start")
         time.sleep(1.0)
         killed = worker.kill_child(signal.SIGKILL)
@@ -36,6 +37,8 @@ def test_pool_process_killed_mid_job_is_redelivered_and_completed_once(redis_ser
         assert output["key"] == "kill/once.wav"
         listed = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/kill/")["Contents"]
         assert [item["Key"] for item in listed] == [f"{PREFIX}/kill/once.wav"]
+        # the pool process logs "succeeded" just after it stores the result that get() returned
+        wait_until(lambda: f"{result.id}] succeeded" in worker.log(), 30, "the success log line")
         log = worker.log()
         assert f"Process 'ForkPoolWorker-1' pid:{killed} exited with 'signal 9 (SIGKILL)'" in log
         assert len(re.findall(rf"Task f5tts.synthesize\[{result.id}\] succeeded", log)) == 1
@@ -52,14 +55,15 @@ def test_s3_down_for_30_seconds_jobs_complete_through_retries(redis_server, prep
     (voices / VOICE_KEY).write_bytes(ref_wav_bytes)  # the voice lives in a local folder; S3 only takes outputs
     s3 = S3Server(service_dir / "s3-outage").start()
     s3.create_bucket("outage")
+    queue = own_queue("outage")
     env = worker_env(redis_server.url, "s3://outage/p", prepared_random_weights, s3.endpoint,
-                     F5_VOICES_DIR=str(voices), S3_CONNECT_TIMEOUT="1", S3_READ_TIMEOUT="2")
+                     F5_VOICES_DIR=str(voices), S3_CONNECT_TIMEOUT="1", S3_READ_TIMEOUT="2", F5_QUEUE=queue)
     worker = WorkerProcess(env, service_dir / "logs", concurrency=1).start()
     try:
         client = plain_celery(redis_server.url)
         s3.stop()
         results = [client.send_task("f5tts.synthesize", kwargs={"job": job(f"Frase número {i}.", f"o/{i}.wav")},
-                                    queue="f5tts") for i in range(3)]
+                                    queue=queue) for i in range(3)]
         wait_until(lambda: worker.log().count("Retry in") >= 2, 60, "retries while S3 is down")
         time.sleep(30 - 3)  # 30 s of outage in all
         s3.start()
@@ -81,14 +85,15 @@ def test_local_folder_backend_end_to_end(redis_server, prepared_random_weights, 
     out = tmp_path / "audio-out"
     (out / "voices").mkdir(parents=True)
     (out / VOICE_KEY).write_bytes(ref_wav_bytes)
-    env = worker_env(redis_server.url, f"file://{out}", prepared_random_weights)
+    queue = own_queue("local")
+    env = worker_env(redis_server.url, f"file://{out}", prepared_random_weights, F5_QUEUE=queue)
     worker = WorkerProcess(env, service_dir / "logs", concurrency=1).start()
     try:
         client = plain_celery(redis_server.url)
         payload = {"text": "Sancho Panza escuchaba con atención.", "voice": {"ref_audio": VOICE_KEY,
                                                                                 "ref_text": REF_TEXT}}
-        first = client.send_task("f5tts.synthesize", kwargs={"job": payload}, queue="f5tts").get(timeout=120)
-        second = client.send_task("f5tts.synthesize", kwargs={"job": payload}, queue="f5tts").get(timeout=120)
+        first = client.send_task("f5tts.synthesize", kwargs={"job": payload}, queue=queue).get(timeout=120)
+        second = client.send_task("f5tts.synthesize", kwargs={"job": payload}, queue=queue).get(timeout=120)
         path = out / first["key"]
         assert first["key"].startswith("jobs/") and path.is_file()  # no key given: derived from content
         audio, rate = sf.read(path)

@@ -18,6 +18,13 @@ from worker.constants import DEFAULT_CPU_QUEUE, TASK_ASSEMBLE_CHAPTER, TASK_SYNT
 from worker.settings import Settings, load_settings
 
 
+def consumer_transport(settings: Settings) -> str | None:
+    """The kombu transport a *worker* consumes Redis through: kombu's own, hardened against non-JSON queue items
+    (see ``worker.transport``). Set only in worker processes (``celeryd_init``): Flower derives its broker client
+    from the connection URL, and a custom transport name there breaks its queue-length API."""
+    return "worker.transport:Transport" if settings.broker.broker_url.startswith(("redis://", "rediss://")) else None
+
+
 def celery_config(settings: Settings) -> dict:
     broker = settings.broker
     if broker.visibility_timeout <= broker.task_time_limit:
@@ -36,10 +43,7 @@ def celery_config(settings: Settings) -> dict:
         "priority_steps": list(range(10)),
         "sep": ":",
     }
-    hardened = {"broker_transport": "worker.transport:Transport"} if broker.broker_url.startswith(
-        ("redis://", "rediss://")) else {}
     return {
-        **hardened,
         "broker_url": broker.broker_url,
         "result_backend": broker.resolved_result_backend,
         "broker_transport_options": transport,
@@ -55,7 +59,10 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Keep running jobs when the broker connection drops: a message Redis handed out just as it went down may
+        # never have reached the unacked hash, so cancelling it would lose the job. Finishing it costs at most a
+        # redelivery, which the worker skips because the output key exists (see tests/faults/test_redis_restart.py).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_time_limit": broker.task_time_limit,
         "task_soft_time_limit": broker.task_soft_time_limit,
         "worker_proc_alive_timeout": broker.proc_alive_timeout,

@@ -16,7 +16,7 @@ import signal
 from celery import signals
 from celery.platforms import EX_FAILURE
 
-from worker.app import settings
+from worker.app import consumer_transport, settings
 from worker.gpus import pin_child_to_gpu, visible_gpus
 from worker.preflight import engine_problems
 
@@ -61,6 +61,14 @@ def default_concurrency_to_gpu_count(conf, options, **_) -> None:
     """One process per GPU unless -c/--concurrency or worker_concurrency says otherwise."""
     if options.get("concurrency") is None and not conf.get("worker_concurrency"):
         conf.worker_concurrency = max(1, len(visible_gpus()))
+
+
+@signals.celeryd_init.connect
+def consume_through_the_hardened_transport(conf, **_) -> None:
+    """Workers only (before the consumer connects); clients and Flower keep kombu's stock Redis transport."""
+    transport = consumer_transport(settings)
+    if transport:
+        conf.broker_transport = transport
 
 
 def _synthesis() -> bool:

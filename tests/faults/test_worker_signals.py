@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.conftest import BUCKET, PREFIX, job, plain_celery, worker_env
+from tests.conftest import BUCKET, PREFIX, job, own_queue, plain_celery, worker_env
 from tests.services import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(400)
@@ -18,7 +18,9 @@ LONG_TEXT = ("Llegó, pues, el día, y el hidalgo, armado de todas sus armas, su
 
 
 def _env(redis_server, s3_server, weights, **extra):
-    return worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", weights, s3_server.endpoint, **extra)
+    """A worker on a queue of its own (see ``own_queue``): F5_QUEUE in the result names it."""
+    return worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", weights, s3_server.endpoint,
+                      F5_QUEUE=own_queue("signals"), **extra)
 
 
 def _keys(s3_server, prefix: str) -> list[str]:
@@ -28,10 +30,11 @@ def _keys(s3_server, prefix: str) -> list[str]:
 
 def test_sigterm_mid_job_finishes_the_job_then_stops(redis_server, s3_server, voice_in_s3, prepared_random_weights,
                                                      service_dir):
-    worker = WorkerProcess(_env(redis_server, s3_server, prepared_random_weights), service_dir / "logs").start()
+    env = _env(redis_server, s3_server, prepared_random_weights)
+    worker = WorkerProcess(env, service_dir / "logs").start()
     client = plain_celery(redis_server.url)
     result = client.send_task("f5tts.synthesize", kwargs={"job": job(LONG_TEXT, "term/once.wav", nfe_step=32)},
-                              queue="f5tts")
+                              queue=env["F5_QUEUE"])
     wait_until(lambda: result.state == "STARTED", 60, "the job to start")
     worker.send_signal(signal.SIGTERM)
     assert worker.process.wait(timeout=240) == 0
@@ -48,7 +51,7 @@ def test_whole_worker_sigkilled_mid_job_is_redelivered(redis_server, s3_server, 
     first = WorkerProcess(env, service_dir / "logs").start()
     client = plain_celery(redis_server.url)
     result = client.send_task("f5tts.synthesize", kwargs={"job": job(LONG_TEXT, "killall/once.wav", nfe_step=8)},
-                              queue="f5tts")
+                              queue=env["F5_QUEUE"])
     wait_until(lambda: result.state == "STARTED", 60, "the job to start")
     first.stop(signal.SIGKILL)  # parent and pool at once: nobody acknowledges, nobody requeues
     assert _keys(s3_server, "killall/") == []
