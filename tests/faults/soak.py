@@ -82,14 +82,17 @@ def run_soak(jobs: int, work: Path, weights: Path, quijote: Path, ref_wav_path: 
             return sum(1 for _ in (store / "books" / "soak").rglob("*.wav")) if (store / "books").exists() else 0
 
         deadline = time.monotonic() + timeout_s
+        wait_until(lambda: stored() >= 1, 120, "the first segment")
+        next_kill = time.monotonic()  # the first kill as soon as work is flowing, so even a short run has one
         while stored() < len(entries) and time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.5, 2 * kill_every_s))
-            if stored() >= 0.9 * len(entries):
-                continue  # let the tail finish undisturbed
+            time.sleep(0.1)
+            if time.monotonic() < next_kill or stored() >= 0.9 * len(entries):
+                continue  # between kills, or the tail: let it finish undisturbed
             children = worker.children()
             if children:
                 os.kill(rng.choice(children).pid, signal.SIGKILL)
                 kills += 1
+            next_kill = time.monotonic() + rng.uniform(0.5, 2 * kill_every_s)
         wait_until(lambda: stored() >= len(entries), max(1.0, deadline - time.monotonic()), "every segment")
         log = worker.log()
     finally:
