@@ -51,3 +51,32 @@ def test_redis_restart_while_queued_and_publishing(prepared_random_weights, serv
         if worker:
             worker.stop()
         redis.stop()
+
+
+def test_job_running_when_redis_goes_down_is_finished_not_cancelled(prepared_random_weights, service_dir, tmp_path,
+                                                                    ref_wav_bytes):
+    """The window this guards: Redis hands out a message and goes down before it is recorded as unacknowledged, so
+    Redis has no copy left. Emptying the unacked hash by hand makes that window certain. Cancelling running jobs on
+    connection loss (Celery's optional behaviour) would then lose the job; the worker finishes it instead."""
+    from tests.conftest import VOICE_KEY, job, plain_celery
+
+    redis = RedisServer(tmp_path / "window-redis", appendonly=True).start()
+    store = tmp_path / "store"
+    (store / "voices").mkdir(parents=True)
+    (store / VOICE_KEY).write_bytes(ref_wav_bytes)
+    env = worker_env(redis.url, f"file://{store}", prepared_random_weights, F5_QUEUE="window")
+    worker = WorkerProcess(env, service_dir / "logs").start()
+    try:
+        text = "Llegó, pues, el día, y el hidalgo, armado de todas sus armas, subió sobre su rocín. " * 4
+        result = plain_celery(redis.url).send_task("f5tts.synthesize", queue="window",
+                                                   kwargs={"job": job(text, "window/once.wav", nfe_step=64)})
+        wait_until(lambda: result.state == "STARTED", 60, "the job to start")
+        assert redis.client().delete("unacked", "unacked_index") == 2, "the running job was recorded as unacked"
+        redis.restart()
+        assert result.get(timeout=180)["key"] == "window/once.wav"
+        assert (store / "window" / "once.wav").is_file()
+        assert "Terminating it instead" not in worker.log()
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+        redis.stop()
