@@ -36,6 +36,29 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def _sequential(client, segments: list[str], nfe: int, tag: str, mode: str) -> dict:
+    """Jobs sent one at a time: client latency minus engine inference is what the pipeline adds."""
+    for warm in range(2):  # first calls allocate; not part of the figures
+        client.send_task("f5tts.synthesize", kwargs={"job": _job(segments[warm], warm, nfe, f"warm-{tag}")},
+                         queue="f5tts").get(timeout=300)
+    overheads, latencies, inference, uploads = [], [], [], []
+    for index, text in enumerate(segments):
+        start = time.perf_counter()
+        result = client.send_task("f5tts.synthesize", kwargs={"job": _job(text, index, nfe, tag)},
+                                  queue="f5tts").get(timeout=300)
+        latency = time.perf_counter() - start
+        latencies.append(latency)
+        inference.append(result["timings"]["inference_s"])
+        uploads.append(result["timings"]["upload_s"])
+        overheads.append(latency - result["timings"]["inference_s"])
+    return {"mode": mode, "jobs": len(segments),
+            "overhead_median_ms": round(1000 * statistics.median(overheads), 2),
+            "overhead_p95_ms": round(1000 * _percentile(overheads, 0.95), 2),
+            "latency_median_ms": round(1000 * statistics.median(latencies), 2),
+            "inference_median_ms": round(1000 * statistics.median(inference), 2),
+            "upload_median_ms": round(1000 * statistics.median(uploads), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=50)
@@ -52,9 +75,8 @@ def main() -> None:
     redis = RedisServer(work / "redis").start()
     s3 = S3Server(work / "s3").start()
     s3.create_bucket(BUCKET)
-    s3.client().put_object(Bucket=BUCKET, Key=f"{PREFIX}/{VOICE}",
-                           Body=Path(str(files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")))
-                           .read_bytes())
+    ref_wav = Path(str(files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav"))).read_bytes()
+    s3.client().put_object(Bucket=BUCKET, Key=f"{PREFIX}/{VOICE}", Body=ref_wav)
     env = worker_env(redis.url, f"s3://{BUCKET}/{PREFIX}", work / "weights", s3.endpoint)
     worker = WorkerProcess(env, work / "logs", concurrency=args.concurrency).start()
     client = Celery("bench", broker=redis.url, backend=redis.url)
@@ -62,27 +84,8 @@ def main() -> None:
     segments = quijote_segments(args.jobs)
     rows = []
     try:
-        for warm in range(2):
-            client.send_task("f5tts.synthesize", kwargs={"job": _job(segments[warm], warm, args.nfe, "warm")},
-                             queue="f5tts").get(timeout=300)
-        overheads, latencies, inference, uploads = [], [], [], []
-        for index, text in enumerate(segments):
-            start = time.perf_counter()
-            result = client.send_task("f5tts.synthesize", kwargs={"job": _job(text, index, args.nfe, "seq")},
-                                      queue="f5tts").get(timeout=300)
-            latency = time.perf_counter() - start
-            latencies.append(latency)
-            inference.append(result["timings"]["inference_s"])
-            uploads.append(result["timings"]["upload_s"])
-            overheads.append(latency - result["timings"]["inference_s"])
+        rows.append(_sequential(client, segments, args.nfe, "seq", "sequential singles (moto S3)"))
         audio = []
-        rows.append({"mode": "sequential singles", "jobs": len(segments),
-                     "overhead_median_ms": round(1000 * statistics.median(overheads), 2),
-                     "overhead_p95_ms": round(1000 * _percentile(overheads, 0.95), 2),
-                     "latency_median_ms": round(1000 * statistics.median(latencies), 2),
-                     "inference_median_ms": round(1000 * statistics.median(inference), 2),
-                     "upload_median_ms": round(1000 * statistics.median(uploads), 2)})
-
         for mode in ("concurrent singles", "producer batches"):
             tag = "single" if mode == "concurrent singles" else "batch"
             start = time.perf_counter()
@@ -101,6 +104,15 @@ def main() -> None:
             rows.append({"mode": mode, "jobs": len(results), "wall_s": round(wall, 3),
                          "audio_s_per_s": round(audio_s / wall, 3), "jobs_per_s": round(len(results) / wall, 2),
                          "inference_share": round(sum(r["timings"]["inference_s"] for r in results) / wall, 3)})
+        worker.stop()
+        # the same sequential singles with a local storage folder: what the pipeline itself adds, without moto's
+        # HTTP round trips (a HEAD for the skip check and a PUT)
+        store = work / "store"
+        (store / "voices").mkdir(parents=True)
+        (store / VOICE).write_bytes(ref_wav)
+        worker = WorkerProcess(worker_env(redis.url, f"file://{store}", work / "weights"), work / "logs",
+                               concurrency=args.concurrency).start()
+        rows.append(_sequential(client, segments, args.nfe, "local", "sequential singles (local folder storage)"))
         worker.stop()
         # the same singles against a thread-pool worker: dynamic batching gathers them into shared passes
         worker = WorkerProcess({**env, "F5_BATCH_WAIT_MS": "50"}, work / "logs", concurrency=16,
