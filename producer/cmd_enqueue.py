@@ -9,7 +9,16 @@ from pathlib import Path
 import click
 
 from producer import corpus
-from producer.enqueue import BOOK_ID, Message, batch_messages, book_record, segment_key, single_messages
+from producer.enqueue import (
+    BOOK_ID,
+    Message,
+    batch_messages,
+    book_record,
+    entry_job,
+    segment_key,
+    single_messages,
+    single_task_id,
+)
 from producer.manifest import ManifestEntry, ManifestFiles, book_dir_key, entry_line, write_atomic
 from producer.pipelined import PipelinedPublisher
 from producer.progress import bar, console
@@ -18,7 +27,7 @@ from producer.reading import CorpusError
 from producer.tracking import follow, load_entries, stored_keys
 from producer.voices import Voice, VoiceError, load_voice, voice_from_key
 from worker.constants import TASK_SYNTHESIZE
-from worker.contract import Job, JobParams, VoiceSpec
+from worker.contract import JobParams, VoiceSpec
 from worker.engine.text import max_chars_for_reference
 from worker.settings import load_settings
 from worker.storage import Storage, by_url
@@ -242,9 +251,8 @@ def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Pa
     updated: dict[str, ManifestEntry] = {}
     with Publisher(app, settings.broker.queue, max_queued, record.priority) as publisher:
         for entry in missing:
-            job = Job(job_id=entry.id, text=entry.normalized, voice=record.voice, output={"key": entry.key},
-                      params=record.params, metadata={"book": book, "chapter": entry.chapter, "index": entry.index})
-            task_id = f"{entry.id}.{job.content_hash()[:12]}"
+            job = entry_job(record, entry)
+            task_id = single_task_id(job)
             publisher.publish(TASK_SYNTHESIZE, {"job": job.model_dump(mode="json", exclude_none=True)}, task_id)
             updated[entry.id] = entry.model_copy(update={"task_id": task_id, "task": TASK_SYNTHESIZE})
     if updated:

@@ -47,16 +47,31 @@ def segment_key(prefix: str, book: str, segment: Segment) -> str:
         f"{book}/{segment.chapter:03d}/{segment.index:05d}.wav"
 
 
-def segment_job(record: BookRecord, segment: Segment) -> Job:
+def _book_job(record: BookRecord, job_id: str, text: str, key: str, chapter: int, index: int) -> Job:
+    """The one place a book's job is built, for enqueue and resume alike (same hash, same task id)."""
     return Job(
-        job_id=f"{record.book}-{segment.chapter:03d}-{segment.index:05d}",
-        text=segment.text,
+        job_id=job_id,
+        text=text,
         voice=record.voice,
-        output={"key": segment_key(record.prefix, record.book, segment)},
+        output={"key": key},
         params=record.params,
-        metadata={"book": record.book, "chapter": segment.chapter, "index": segment.index,
+        metadata={"book": record.book, "chapter": chapter, "index": index,
                   **({"assemble": True} if record.extra.get("assemble") else {})},
     )
+
+
+def segment_job(record: BookRecord, segment: Segment) -> Job:
+    return _book_job(record, f"{record.book}-{segment.chapter:03d}-{segment.index:05d}", segment.text,
+                     segment_key(record.prefix, record.book, segment), segment.chapter, segment.index)
+
+
+def entry_job(record: BookRecord, entry: ManifestEntry) -> Job:
+    """A manifest line's job again, as ``segment_job`` made it: for ``resume``."""
+    return _book_job(record, entry.id, entry.normalized, entry.key, entry.chapter, entry.index)
+
+
+def single_task_id(job: Job) -> str:
+    return f"{job.resolved_job_id()}.{job.content_hash()[:12]}"
 
 
 def _entry(record: BookRecord, segment: Segment, job: Job, task: str, task_id: str) -> ManifestEntry:
@@ -69,7 +84,7 @@ def _entry(record: BookRecord, segment: Segment, job: Job, task: str, task_id: s
 def single_messages(record: BookRecord, stream: Iterator[Segment]) -> Iterator[Message]:
     for segment in stream:
         job = segment_job(record, segment)
-        task_id = f"{job.resolved_job_id()}.{job.content_hash()[:12]}"
+        task_id = single_task_id(job)
         yield Message(TASK_SYNTHESIZE, task_id, {"job": job.model_dump(mode="json", exclude_none=True)},
                       [_entry(record, segment, job, TASK_SYNTHESIZE, task_id)])
 

@@ -114,6 +114,25 @@ def test_manifest_keeps_raw_and_normalised_text(quijote):
     assert with_numbers.text != " ".join(with_numbers.raw.split())
 
 
+@pytest.mark.parametrize("assemble", [None, "flac"])
+def test_resume_rebuilds_exactly_the_enqueued_job(quijote, assemble):
+    """``resume`` rebuilds a job from its manifest line: the same job (hash, task id, and the ``assemble`` flag that
+    makes workers count it towards its chapter)."""
+    from producer.enqueue import book_record, entry_job, single_messages, single_task_id
+    from worker.contract import JobParams, VoiceSpec
+
+    record = book_record("q", "books", VoiceSpec(ref_audio="voices/v.wav", ref_text="Hola."), JobParams(), "es",
+                         LIMIT, 1, None, Path("quijote.txt"))
+    record.extra["assemble"] = assemble
+    for message in single_messages(record, iter(quijote[:30])):
+        entry = message.entries[0]
+        again = entry_job(record, entry)
+        assert again.model_dump(mode="json", exclude_none=True) == message.kwargs["job"]
+        assert single_task_id(again) == message.task_id == entry.task_id
+        assert again.metadata.get("assemble") is (True if assemble else None)
+
+
+
 # ----------------------------------------------------------------------------------------------- formats
 
 
