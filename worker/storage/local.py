@@ -15,13 +15,18 @@ from worker.storage.base import ObjectInfo, ObjectNotFound
 META_DIR = ".f5meta"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | Path) -> None:
+    """Write ``data`` (bytes, or the contents of a local file, streamed) to a temp file beside ``path``, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; stored audio is meant to be read by others
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, Path):
+                with data.open("rb") as source:
+                    shutil.copyfileobj(source, handle)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -47,28 +52,19 @@ class LocalStorage:
     def _meta_path(self, key: str) -> Path:
         return self.root / META_DIR / f"{key}.json"
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
-            content_type: str = "application/octet-stream") -> None:
+    def _write(self, key: str, data: bytes | Path, metadata: dict[str, str] | None, content_type: str) -> None:
         path = self._path(key)
         _atomic_write(self._meta_path(key), json.dumps({"metadata": metadata or {},
                                                         "content_type": content_type}).encode())
         _atomic_write(path, data)
 
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+            content_type: str = "application/octet-stream") -> None:
+        self._write(key, data, metadata, content_type)
+
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
                  content_type: str = "application/octet-stream") -> None:
-        target = self._path(key)
-        _atomic_write(self._meta_path(key), json.dumps({"metadata": metadata or {},
-                                                        "content_type": content_type}).encode())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(path, temp)
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        self._write(key, path, metadata, content_type)
 
     def get(self, key: str) -> bytes:
         try:
