@@ -34,9 +34,9 @@ class _Startup:
     engine_failed = None
 
 
-def _is_prefork(pool) -> bool:
-    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
-    return "prefork" in str(name)
+def _pool_name(pool) -> str:
+    """``-P`` as given (a name) or as resolved (a class, named by its module): 'prefork', 'threads', 'solo', …"""
+    return str(pool if isinstance(pool, str) else getattr(pool, "__module__", ""))
 
 
 @signals.worker_init.connect
@@ -90,11 +90,12 @@ def preflight(sender, **_) -> None:
 def build_engine_in_main_process(sender, instance, **_) -> None:
     """Thread and solo pools run tasks in this process: build the engine here (logging is set up by now), before
     the consumer starts."""
-    if _is_prefork(instance.pool_cls) or not _synthesis():
+    pool = _pool_name(instance.pool_cls)
+    if "prefork" in pool or not _synthesis():
         return
     from worker.context import build_context, set_context
 
-    threads = "thread" in str(getattr(instance.pool_cls, "__module__", instance.pool_cls))
+    threads = "thread" in pool
     try:
         set_context(build_context(settings, concurrent_tasks=threads))
     except Exception as exc:

@@ -8,6 +8,7 @@ retried with exponential backoff and jitter. Jobs that fail for good are recorde
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from typing import Any
 
@@ -165,8 +166,6 @@ def assemble_chapter(self: Task, book: str, chapter: int) -> dict:
         result = assemble(storage, options["prefix"], book, [ManifestEntry.model_validate(e) for e in entries],
                           AssembleOptions(fmt=options.get("format", "wav")), workdir)
     finally:
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
     return {"book": book, "chapter": chapter, "key": result.key, "duration_s": result.duration_s,
             "bytes": result.bytes}
