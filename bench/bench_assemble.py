@@ -16,8 +16,8 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import print_table, write_results
-from producer.assemble import AssembleOptions, assemble_chapter
-from producer.manifest import ManifestEntry
+from worker.assembly.stitch import AssembleOptions, assemble_chapter
+from worker.books.manifest import ManifestEntry
 from worker.storage.local import LocalStorage
 
 SEGMENTS, SECONDS = 600, 6.0

@@ -92,7 +92,7 @@ def _dynamic(engine: Engine, ref: bytes, segments: list[str], nfe: int, wait_s: 
     """Every segment as a single job from its own thread, through the dynamic batcher (as ``-P threads`` does)."""
     import threading
 
-    from worker.batcher import DynamicBatcher
+    from worker.runtime.batcher import DynamicBatcher
 
     voice = VoiceInput(ref, REF_TEXT)
     batcher = DynamicBatcher(engine, max_wait_s=wait_s, frame_budget=engine.planner.frame_budget,

@@ -28,7 +28,7 @@ def corpus_path(name: str = "don-quijote.es.txt") -> Path:
 
 def quijote_segments(count: int, max_chars: int = 180, skip_paragraphs: int = 40) -> list[str]:
     """The first ``count`` segments of the novel's text (past the front matter), packed by upstream's rule."""
-    from worker.engine.text import chunk_text
+    from worker.speech import chunk_text
 
     text = corpus_path().read_text(encoding="utf-8-sig").replace("\r\n", "\n")
     segments: list[str] = []

@@ -2,8 +2,8 @@
 
 A chapter is closed once the stream of messages has moved past it (messages come in reading order: a message whose
 first segment is in a later chapter means no later message holds this one) and every one of its messages is
-published. Then its segment list goes to Redis (``worker.chapters``), and the chapter's assembly is sent at once if
-all its audio is already stored; otherwise the worker storing its last segment sends it.
+published. Then its segment list goes to Redis (``worker.runtime.chapters``), and the chapter's assembly is sent at
+once if all its audio is already stored; otherwise the worker storing its last segment sends it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from producer.enqueue import Message
-from worker.chapters import ChapterTracker
+from worker.runtime.chapters import ChapterTracker
 
 
 class ChapterCloser:

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import click
 
-from producer.assemble import (
+from producer.cmd_enqueue import _context, with_common
+from producer.manifest import ManifestFiles, write_atomic
+from producer.progress import bar, console
+from producer.tracking import load_entries
+from worker.assembly.audio_out import FORMATS, Levelling
+from worker.assembly.stitch import (
     AssembleOptions,
     MissingSegments,
     annotate,
@@ -20,13 +25,9 @@ from producer.assemble import (
     new_workdir,
     write_m4b,
 )
-from producer.audio_out import FORMATS, Levelling
-from producer.cmd_enqueue import _context, with_common
-from producer.enqueue import estimated_frames
-from producer.manifest import BookRecord, ManifestFiles, book_dir_key, entry_line, write_atomic
-from producer.progress import bar, console
-from producer.tracking import load_entries
+from worker.books.manifest import BookRecord, book_dir_key, entry_line
 from worker.constants import HOP_LENGTH, SAMPLE_RATE
+from worker.speech import estimated_frames, planning_seconds
 
 
 def _record(files: ManifestFiles, storage, prefix: str, book: str) -> BookRecord | None:
@@ -79,7 +80,8 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
     def gap_seconds(entry) -> float:
         if record is None or ref_seconds is None:
             return 0.07 * len(entry.normalized)  # a narrator's pace, when the voice is unknown
-        frames = estimated_frames(record, ref_seconds, entry.normalized) - int(ref_seconds * SAMPLE_RATE) // HOP_LENGTH
+        frames = estimated_frames(ref_seconds, record.voice.ref_text, entry.normalized, record.params.speed) \
+            - int(ref_seconds * SAMPLE_RATE) // HOP_LENGTH
         return frames * HOP_LENGTH / SAMPLE_RATE
 
     workdir = new_workdir()
@@ -122,7 +124,7 @@ def _reference_seconds(storage, record: BookRecord | None) -> float | None:
         info = sf.info(io.BytesIO(storage.get(record.voice.ref_audio)))
     except Exception:
         return None
-    return min(12.0, info.frames / info.samplerate)
+    return planning_seconds(info.frames / info.samplerate)
 
 
 def _write_outputs(storage, files: ManifestFiles, prefix: str, book: str, entries, chapters, options) -> None:

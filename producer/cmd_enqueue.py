@@ -19,18 +19,19 @@ from producer.enqueue import (
     single_messages,
     single_task_id,
 )
-from producer.manifest import ManifestEntry, ManifestFiles, book_dir_key, entry_line, write_atomic
+from producer.manifest import ManifestFiles, write_atomic
 from producer.pipelined import PipelinedPublisher
 from producer.progress import bar, console
 from producer.publish import BrokerUnavailable, Publisher, check_broker
 from producer.reading import CorpusError
 from producer.tracking import follow, load_entries, stored_keys
-from producer.voices import Voice, VoiceError, load_voice, voice_from_key
+from worker.books.manifest import BookRecord, ManifestEntry, book_dir_key, entry_line
 from worker.constants import TASK_SYNTHESIZE
 from worker.contract import JobParams, VoiceSpec
-from worker.engine.text import max_chars_for_reference
 from worker.settings import load_settings
+from worker.speech import max_chars_for_reference
 from worker.storage import Storage, by_url
+from worker.voices import Voice, VoiceError, load_voice, voice_from_key
 
 common = [
     click.option("--prefix", default="books", show_default=True, help="Key prefix under the storage URL."),
@@ -126,7 +127,7 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
     closer = None
     if auto_assemble:
         from producer.autoassemble import ChapterCloser
-        from worker.chapters import ChapterTracker
+        from worker.runtime.chapters import ChapterTracker
 
         closer = ChapterCloser(ChapterTracker(settings.broker.resolved_result_backend), app, book,
                                {"prefix": prefix, "format": auto_assemble})
@@ -215,7 +216,7 @@ def _publish_all(app, queue: str, max_queued: int, priority: int | None, message
 
 
 def _wait(app, settings, storage, files: ManifestFiles, prefix: str, book: str) -> None:
-    from worker.deadletter import DeadLetters
+    from worker.runtime.deadletter import DeadLetters
 
     status = follow(app, storage, DeadLetters(settings.broker.resolved_result_backend), files.read_entries(),
                     prefix, book)
@@ -242,8 +243,6 @@ def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Pa
         raise click.ClickException(str(exc)) from None
     record = files.read_record()
     if record is None:
-        from producer.manifest import BookRecord
-
         record = BookRecord.model_validate_json(storage.get(f"{book_dir_key(prefix, book)}/book.json"))
         files.write_record(record)
     present = stored_keys(storage, prefix, book)

@@ -13,8 +13,8 @@ from producer.cmd_enqueue import _context, with_common
 from producer.manifest import ManifestFiles
 from producer.progress import console
 from producer.tracking import book_status, load_entries
-from producer.voices import VoiceError, add_voice, list_voices
-from worker.deadletter import DeadLetters
+from worker.runtime.deadletter import DeadLetters
+from worker.voices import VoiceError, add_voice, list_voices
 
 
 @click.command("status")

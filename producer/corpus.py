@@ -15,7 +15,7 @@ from pathlib import Path
 from producer.normalize import detect_language, normalize
 from producer.reading import Paragraph, decoded_lines, paragraphs_from_lines, read_paragraphs
 from producer.segmenter import split_paragraph
-from worker.engine.text import utf8_len
+from worker.speech import utf8_len
 
 _GUTENBERG_START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
 _GUTENBERG_END = re.compile(r"^(\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg)",

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from producer.corpus import Segment
-from producer.manifest import BookRecord, ManifestEntry
-from worker.constants import HOP_LENGTH, SAMPLE_RATE, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
+from worker.books.manifest import BookRecord, ManifestEntry
+from worker.constants import TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
 from worker.contract import Job, JobParams, VoiceSpec
-from worker.engine.planner import PlanItem, PlannerConfig, plan_batches
-from worker.engine.text import model_reference_text, planned_frames
+from worker.planner import PlanItem, PlannerConfig, plan_batches
+from worker.speech import estimated_frames
 
 BOOK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 BATCH_WINDOW = 8  # segments planned together = batch size × this
@@ -89,16 +89,13 @@ def single_messages(record: BookRecord, stream: Iterator[Segment]) -> Iterator[M
                       [_entry(record, segment, job, TASK_SYNTHESIZE, task_id)])
 
 
-def estimated_frames(record: BookRecord, ref_seconds: float, text: str) -> int:
-    ref_frames = int(ref_seconds * SAMPLE_RATE) // HOP_LENGTH
-    return planned_frames(ref_frames, model_reference_text(record.voice.ref_text), text, record.params.speed)
-
-
 def batch_messages(record: BookRecord, stream: Iterator[Segment], ref_seconds: float) -> Iterator[Message]:
     """Segments of similar length grouped into ``synthesize_batch`` jobs by the worker's own planner."""
     config = PlannerConfig(frame_budget=record.batch_size * 4096, max_batch=record.batch_size)
     while window := list(itertools.islice(stream, record.batch_size * BATCH_WINDOW)):
-        items = [PlanItem(id=i, frames=estimated_frames(record, ref_seconds, s.text)) for i, s in enumerate(window)]
+        voice, speed = record.voice, record.params.speed
+        items = [PlanItem(id=i, frames=estimated_frames(ref_seconds, voice.ref_text, s.text, speed))
+                 for i, s in enumerate(window)]
         plans = plan_batches(items, config)
         for plan in sorted(plans, key=lambda p: min(item.id for item in p.items)):
             members = [window[item.id] for item in sorted(plan.items, key=lambda item: item.id)]

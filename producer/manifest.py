@@ -1,60 +1,16 @@
-"""The book manifest: one JSONL line per segment, plus a small book record with the voice and parameters.
+"""The manifest files a producer keeps for a book while it enqueues it.
 
-Written locally while enqueuing (``<book>.jsonl.partial``, appended and flushed line by line, so a crashed enqueue
-can resume where it stopped), renamed when complete, and uploaded beside the audio so that ``status``, ``resume`` and
-``assemble`` work from any machine.
+Written locally (``<book>.jsonl.partial``, appended and flushed as messages are confirmed, so a crashed or interrupted
+enqueue can continue where it stopped), renamed when complete, and uploaded beside the audio so that ``status``,
+``resume`` and ``assemble`` work from any machine. The record types themselves are shared: ``worker.books.manifest``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from worker.contract import JobParams, VoiceSpec
-
-
-class ManifestEntry(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    book: str
-    chapter: int
-    chapter_title: str = ""
-    index: int
-    text: str  # raw source text, exactly as in the corpus
-    normalized: str  # what is spoken
-    key: str
-    task_id: str
-    task: str  # the task name that carries this segment
-    heading: bool = False
-    paragraph_end: bool = True
-    source_id: str | None = None
-
-
-class BookRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    book: str
-    prefix: str
-    voice: VoiceSpec
-    params: JobParams
-    lang: str
-    max_chars: int
-    batch_size: int = 1
-    priority: int | None = None
-    corpus: str = ""
-    segments: int = 0
-    complete: bool = False
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
-def book_dir_key(prefix: str, book: str) -> str:
-    return f"{prefix}/{book}" if prefix else book
+from worker.books.manifest import BookRecord, ManifestEntry, read_entries
 
 
 class ManifestFiles:
@@ -75,16 +31,6 @@ class ManifestFiles:
 
     def read_record(self) -> BookRecord | None:
         return BookRecord.model_validate_json(self.record.read_text()) if self.record.exists() else None
-
-
-def read_entries(lines: Iterable[str]) -> Iterator[ManifestEntry]:
-    for line in lines:
-        if line.strip():
-            yield ManifestEntry.model_validate(json.loads(line))
-
-
-def entry_line(entry: ManifestEntry) -> str:
-    return json.dumps(entry.model_dump(exclude_none=False), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import ChannelError, OperationalError
 
-from worker.tasks import ENQUEUED_AT_HEADER
+from worker.constants import ENQUEUED_AT_HEADER
 
 log = logging.getLogger(__name__)
 

@@ -56,10 +56,10 @@ def synth(text: str | None, text_file: Path | None, ref_audio: Path, ref_text: s
                            speed=speed, seed=seed)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    from worker.audio import encode_wav
     from worker.engine.engine import Engine, SynthesisRequest, VoiceInput
     from worker.errors import BadInputError, EngineBuildError
     from worker.settings import EngineSettings
-    from worker.wav import encode_wav
 
     settings = EngineSettings(model=model, ckpt_file=ckpt, vocab_file=vocab, vocoder_path=vocoder,
                               precision=precision, device=device, compile=compile_, max_batch=max(1, batch_size),

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from celery import Celery
 from redis.exceptions import RedisError
 
-from producer.manifest import ManifestEntry, ManifestFiles, book_dir_key, read_entries
+from producer.manifest import ManifestFiles
 from producer.progress import bar
-from worker.deadletter import DeadLetters
+from worker.books.manifest import ManifestEntry, book_dir_key, read_entries
 from worker.errors import TransientError
+from worker.runtime.deadletter import DeadLetters
 from worker.storage import ObjectNotFound, Storage
 
 log = logging.getLogger(__name__)

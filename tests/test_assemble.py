@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from producer.assemble import AssembleOptions, assemble_chapter
-from producer.audio_out import Levelling
-from producer.manifest import ManifestEntry
 from tests.conftest import cli
+from worker.assembly.audio_out import Levelling
+from worker.assembly.stitch import AssembleOptions, assemble_chapter
+from worker.books.manifest import ManifestEntry
 from worker.storage.local import LocalStorage
 
 pytestmark = pytest.mark.timeout(600)
@@ -152,8 +152,8 @@ def test_memory_stays_flat_on_a_long_chapter(tmp_path):
     code = f"""
 import resource, sys
 from pathlib import Path
-from producer.assemble import AssembleOptions, assemble_chapter
-from producer.manifest import ManifestEntry
+from worker.assembly.stitch import AssembleOptions, assemble_chapter
+from worker.books.manifest import ManifestEntry
 from worker.storage.local import LocalStorage
 entries = [ManifestEntry(id=f"long-{{i}}", book="long", chapter=1, index=i, text="x", normalized="x",
            key=f"books/long/001/{{i:05d}}.wav", task_id="t", task="f5tts.synthesize") for i in range(1, 1201)]

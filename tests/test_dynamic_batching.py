@@ -12,10 +12,10 @@ import soundfile as sf
 
 from tests.conftest import QUIJOTE_OPENING, REF_TEXT, VOICE_KEY, plain_celery, worker_env
 from tests.services import WorkerProcess, free_port
-from worker.batcher import DynamicBatcher
+from worker.audio import encode_wav
 from worker.contract import JobParams
 from worker.engine.types import SynthesisRequest, VoiceInput
-from worker.wav import encode_wav
+from worker.runtime.batcher import DynamicBatcher
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -11,10 +11,10 @@ import soundfile as sf
 import torch
 
 from tests.conftest import QUIJOTE_OPENING, REF_TEXT
+from worker.audio import encode_wav
 from worker.contract import JobParams
 from worker.engine.engine import SynthesisRequest, VoiceInput
-from worker.engine.text import chunk_text, model_reference_text, planned_frames, reference_text
-from worker.wav import encode_wav
+from worker.speech import chunk_text, model_reference_text, planned_frames, reference_text
 
 TEXTS = [
     "En un lugar de la Mancha, de cuyo nombre no quiero acordarme, no ha mucho tiempo que vivía un hidalgo.",
@@ -106,7 +106,7 @@ def test_batch_equals_single(engine, ref_wav_bytes):
 
 def _expected_samples(engine, ref_wav_bytes, text, speed):
     """Upstream's rule end to end: chunks by max_chars, frames per chunk, 0.15 s cross-fades between chunks."""
-    from worker.engine.text import max_chars_for_reference
+    from worker.speech import max_chars_for_reference
 
     prepared = engine.voice(ref_wav_bytes, True)
     pieces = chunk_text(text, max_chars_for_reference(REF_TEXT, prepared.seconds, speed))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from worker.gpus import pin_child_to_gpu, visible_gpus
+from worker.runtime.gpus import pin_child_to_gpu, visible_gpus
 
 
 def test_visible_gpus_from_the_environment(monkeypatch):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.engine.planner import BatchPlan, PlanItem, PlannerConfig, plan_batches
+from worker.planner import BatchPlan, PlanItem, PlannerConfig, plan_batches
 
 
 def _items(lengths, group=None):

@@ -12,7 +12,7 @@ from producer.corpus import body_paragraphs, segments
 from producer.normalize import detect_language, normalize
 from producer.reading import CorpusError
 from producer.segmenter import split_paragraph, split_sentences
-from worker.engine.text import utf8_len
+from worker.speech import utf8_len
 
 LIMIT = 160
 

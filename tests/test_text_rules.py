@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.engine.text import chunk_text, max_chars_for_reference, model_reference_text, reference_text
+from worker.speech import chunk_text, max_chars_for_reference, model_reference_text, reference_text
 
 
 @pytest.fixture(scope="module")

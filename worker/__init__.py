@@ -1,10 +1,15 @@
 """f5-batch worker package.
 
 ``celery -A worker worker`` finds the Celery app here. Importing this package must stay cheap and must never import
-torch or f5_tts: Flower, the producer and other clients use the same app and contract without a GPU stack. The engine is
-imported inside the ``worker_process_init`` hook instead.
+torch or f5_tts: Flower, the producer and other clients use the same app and contract without a GPU stack. The engine
+runs in processes of its own, started by the worker (see ``worker.runtime``).
+
+This is the one place where the app is assembled: ``worker.app`` builds it, then the lifecycle hooks
+(``worker.signals``) and the tasks (``worker.tasks``) register themselves on it. Neither module is imported by
+``worker.app``, so the three form a line, not a circle.
 """
 
+from worker import signals, tasks  # noqa: F401 - each imports worker.app, then registers itself on `app`
 from worker.app import app
 
 __all__ = ["app"]

@@ -20,9 +20,10 @@ from worker.settings import Settings, load_settings
 
 def consumer_transport(settings: Settings) -> str | None:
     """The kombu transport a *worker* consumes Redis through: kombu's own, hardened against non-JSON queue items
-    (see ``worker.transport``). Set only in worker processes (``celeryd_init``): Flower derives its broker client
+    (see ``worker.broker.transport``). Set only in worker processes (``celeryd_init``): Flower derives its broker client
     from the connection URL, and a custom transport name there breaks its queue-length API."""
-    return "worker.transport:Transport" if settings.broker.broker_url.startswith(("redis://", "rediss://")) else None
+    redis = settings.broker.broker_url.startswith(("redis://", "rediss://"))
+    return "worker.broker.transport:Transport" if redis else None
 
 
 def celery_config(settings: Settings) -> dict:
@@ -91,6 +92,3 @@ def create_app(settings: Settings) -> Celery:
 
 settings = load_settings()
 app = create_app(settings)
-# Task and signal modules register themselves on `app`; importing them stays torch-free.
-import worker.signals  # noqa: E402
-import worker.tasks  # noqa: E402,F401

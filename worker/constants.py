@@ -14,6 +14,9 @@ DEFAULT_CPU_QUEUE = "f5tts-cpu"
 
 CONTRACT_VERSION = 1
 
+# Message header a producer sets to the publish time (seconds since the epoch): the worker reports queue waits from it.
+ENQUEUED_AT_HEADER = "f5_enqueued_at"
+
 # Redis hash where jobs that failed for good are recorded (dead letters), keyed by job id.
 FAILED_JOBS_KEY = "f5tts:failed"
 

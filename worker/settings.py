@@ -7,14 +7,13 @@ the README's configuration table lists them all.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.constants import DEFAULT_QUEUE
-from worker.engine.planner import DEFAULT_FRAME_BUCKETS, PlannerConfig
-from worker.engine.precision import PRECISION_CHOICES
+from worker.engine.config import EngineConfig
 
 
 def _env(*names: str) -> AliasChoices:
@@ -68,54 +67,8 @@ class StorageSettings(_Section):
     )
 
 
-class EngineSettings(_Section):
-    """How the model is built and run. The engine takes this object as is."""
-
-    model: str = Field("F5TTS_v1_Base", validation_alias=_env("F5_MODEL"))
-    ckpt_file: str | None = Field(None, validation_alias=_env("F5_CKPT_FILE"))
-    vocab_file: str | None = Field(None, validation_alias=_env("F5_VOCAB_FILE"))
-    vocoder_path: str | None = Field(None, validation_alias=_env("F5_VOCODER_PATH"))
-    hf_cache_dir: str | None = Field(None, validation_alias=_env("F5_HF_CACHE_DIR"))
-    random_cache_dir: str | None = Field(
-        None, validation_alias=_env("F5_RANDOM_CACHE_DIR"), description="Where random-weight checkpoints are written."
-    )
-    precision: str = Field("auto", validation_alias=_env("F5_PRECISION"))
-    device: str | None = Field(None, validation_alias=_env("F5_DEVICE"), description="cuda, cuda:N or cpu; auto.")
-    compile: bool | None = Field(None, validation_alias=_env("ENABLE_TORCH_COMPILE"), description="Default: on CUDA.")
-    compile_mode: str = Field("reduce-overhead", validation_alias=_env("F5_COMPILE_MODE"))
-    cudnn_benchmark: bool = Field(True, validation_alias=_env("ENABLE_CUDNN_BENCHMARK"))
-    matmul_precision: Literal["highest", "high", "medium"] = Field(
-        "high", validation_alias=_env("TORCH_MATMUL_PRECISION"))
-    frame_budget: int = Field(32_768, ge=256, validation_alias=_env("F5_BATCH_FRAMES"))
-    max_batch: int = Field(64, ge=1, le=1024, validation_alias=_env("F5_MAX_BATCH"))
-    frame_buckets: Annotated[tuple[int, ...], NoDecode] = Field(
-        DEFAULT_FRAME_BUCKETS, validation_alias=_env("F5_FRAME_BUCKETS"))
-    warmup: bool = Field(True, validation_alias=_env("F5_WARMUP"))
-    batch_wait_ms: float = Field(50.0, ge=0, le=10_000, validation_alias=_env("F5_BATCH_WAIT_MS"),
-                                 description="Dynamic batching: longest wait for companions (thread pool only).")
-    voice_cache_size: int = Field(64, ge=1, validation_alias=_env("F5_VOICE_CACHE_SIZE"))
-    max_reference_seconds: float = Field(60.0, gt=0.5, validation_alias=_env("F5_MAX_REFERENCE_SECONDS"))
-
-    @field_validator("precision")
-    @classmethod
-    def _known_precision(cls, value: str) -> str:
-        if value not in PRECISION_CHOICES:
-            raise ValueError(f"F5_PRECISION must be one of {', '.join(PRECISION_CHOICES)}, got {value!r}")
-        return value
-
-    @field_validator("frame_buckets", mode="before")
-    @classmethod
-    def _parse_buckets(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
-        return value
-
-    def planner_config(self, compiled: bool) -> PlannerConfig:
-        sizes = tuple(2**k for k in range(self.max_batch.bit_length()) if 2**k <= self.max_batch) if compiled else None
-        return PlannerConfig(
-            frame_budget=self.frame_budget, max_batch=self.max_batch, frame_buckets=self.frame_buckets,
-            batch_sizes=sizes,
-        )
+class EngineSettings(_Section, EngineConfig):
+    """How the model is built and run: the engine's own config (``worker.engine.config``), read from the environment."""
 
 
 class MetricsSettings(_Section):

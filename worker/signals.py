@@ -17,8 +17,8 @@ from celery import signals
 from celery.platforms import EX_FAILURE
 
 from worker.app import consumer_transport, settings
-from worker.gpus import pin_child_to_gpu, visible_gpus
-from worker.preflight import engine_problems
+from worker.runtime.gpus import pin_child_to_gpu, visible_gpus
+from worker.runtime.preflight import engine_problems
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def build_engine_in_main_process(sender, instance, **_) -> None:
     pool = _pool_name(instance.pool_cls)
     if "prefork" in pool or not _synthesis():
         return
-    from worker.context import build_context, set_context
+    from worker.runtime.context import build_context, set_context
 
     threads = "thread" in pool
     try:
@@ -110,7 +110,7 @@ def build_engine(**_) -> None:
         return
     from billiard.process import current_process
 
-    from worker.context import build_context, set_context
+    from worker.runtime.context import build_context, set_context
 
     index = getattr(current_process(), "index", 0) or 0
     try:

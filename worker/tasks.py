@@ -14,19 +14,18 @@ from typing import Any
 
 from celery import Task
 
-from worker import metrics
 from worker.app import app, settings
-from worker.constants import TASK_ASSEMBLE_CHAPTER, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
-from worker.context import get_context
+from worker.constants import ENQUEUED_AT_HEADER, TASK_ASSEMBLE_CHAPTER, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
 from worker.contract import BatchItemResult, JobError
-from worker.deadletter import DeadLetter
 from worker.errors import BadInputError, TransientError
-from worker.pipeline import JobOutcome, _claimed_id, parse_job
+from worker.runtime import metrics
+from worker.runtime.context import get_context
+from worker.runtime.deadletter import DeadLetter
+from worker.runtime.runner import JobOutcome, _claimed_id, parse_job
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_JOBS = 256
-ENQUEUED_AT_HEADER = "f5_enqueued_at"
 
 
 def _queue_seconds(request: Any) -> float | None:
@@ -58,7 +57,7 @@ class F5Task(Task):
     max_retries = settings.broker.max_retries
     acks_late = True
     reject_on_worker_lost = True
-    Request = "worker.request:ValidatedRequest"
+    Request = "worker.broker.request:ValidatedRequest"
 
     def record_dead_letter(self, job_id: str, key: str | None, error: BadInputError | Exception) -> None:
         if isinstance(error, BadInputError):
@@ -152,10 +151,10 @@ def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: A
           retry_backoff=True, max_retries=settings.broker.max_retries)
 def assemble_chapter(self: Task, book: str, chapter: int) -> dict:
     """Stitch one completed chapter (runs on the CPU queue; needs no engine)."""
-    from producer.assemble import AssembleOptions, new_workdir
-    from producer.assemble import assemble_chapter as assemble
-    from producer.manifest import ManifestEntry
-    from worker.chapters import ChapterTracker
+    from worker.assembly.stitch import AssembleOptions, new_workdir
+    from worker.assembly.stitch import assemble_chapter as assemble
+    from worker.books.manifest import ManifestEntry
+    from worker.runtime.chapters import ChapterTracker
     from worker.storage import by_url
 
     tracker = ChapterTracker(settings.broker.resolved_result_backend)

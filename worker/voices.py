@@ -1,48 +1,91 @@
-"""Reference clips by key: from an allowed local voices folder, else from storage. Never from a URL.
-
-Fetched clips are cached per process for a few minutes, so a book narrated in one voice fetches its clip once per
-worker process, while a re-uploaded voice is picked up soon after.
-"""
+"""Voices: a reference clip and its transcript, stored under ``voices/`` in the same storage as the audio."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from cachetools import TTLCache
+import soundfile as sf
 
-from worker.errors import BadInputError
-from worker.keys import validate_key
+from worker.speech import DEFAULT_MAX_REFERENCE_SECONDS, MIN_REFERENCE_SECONDS, planning_seconds
 from worker.storage import ObjectNotFound, Storage
 
-_FIELD = "voice.ref_audio"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class VoiceStore:
-    def __init__(self, storage: Storage, voices_dir: str | None = None, ttl_s: float = 300.0, size: int = 64) -> None:
-        self.storage = storage
-        self.voices_dir = Path(voices_dir).resolve() if voices_dir else None
-        self._cache: TTLCache = TTLCache(maxsize=size, ttl=ttl_s)
+class VoiceError(ValueError):
+    pass
 
-    def _local(self, key: str) -> bytes | None:
-        if self.voices_dir is None:
-            return None
-        path = (self.voices_dir / key).resolve()
-        if not path.is_relative_to(self.voices_dir):
-            raise BadInputError("bad_key", f"{key!r} resolves outside the voices folder", _FIELD)
-        return path.read_bytes() if path.is_file() else None
 
-    def get(self, key: str) -> bytes:
-        validate_key(key, field=_FIELD)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        data = self._local(key)
-        if data is None:
-            try:
-                data = self.storage.get(key)
-            except ObjectNotFound:
-                where = f"{self.storage.url}" + (f" or {self.voices_dir}" if self.voices_dir else "")
-                raise BadInputError("unknown_voice", f"no reference audio at {key!r} in {where} "
-                                    "(upload it with `f5-batch voice add`)", _FIELD) from None
-        self._cache[key] = data
-        return data
+@dataclass(frozen=True)
+class Voice:
+    name: str
+    ref_audio: str  # storage key of the clip
+    ref_text: str
+    seconds: float  # duration of the clip as uploaded
+    sample_rate: int
+
+    @property
+    def planning_seconds(self) -> float:
+        return planning_seconds(self.seconds)
+
+
+def clip_info(data: bytes, where: str) -> tuple[float, int]:
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as exc:
+        raise VoiceError(f"{where} is not a readable audio file ({exc})") from None
+    seconds = info.frames / info.samplerate if info.samplerate else 0.0
+    if not MIN_REFERENCE_SECONDS <= seconds <= DEFAULT_MAX_REFERENCE_SECONDS:
+        raise VoiceError(f"{where} is {seconds:.1f} s long; use a clip of {MIN_REFERENCE_SECONDS} to "
+                         f"{DEFAULT_MAX_REFERENCE_SECONDS:.0f} s (ideally 5 to 12 s)")
+    return seconds, int(info.samplerate)
+
+
+def add_voice(storage: Storage, name: str, clip: Path, text: str) -> Voice:
+    if not NAME.match(name):
+        raise VoiceError(f"voice name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
+    if not text.strip():
+        raise VoiceError("the transcript (--text) must not be empty: F5-TTS needs the exact words of the clip")
+    data = clip.read_bytes()
+    seconds, rate = clip_info(data, str(clip))
+    key = f"voices/{name}{clip.suffix.lower() or '.wav'}"
+    storage.put(key, data, {"f5-voice": name}, content_type="audio/wav" if key.endswith(".wav") else "audio/*")
+    voice = Voice(name, key, text.strip(), seconds, rate)
+    record = {"name": name, "ref_audio": key, "ref_text": voice.ref_text, "seconds": seconds, "sample_rate": rate,
+              "sha256": hashlib.sha256(data).hexdigest()}
+    storage.put(f"voices/{name}.json", json.dumps(record, ensure_ascii=False, indent=2).encode(),
+                content_type="application/json")
+    return voice
+
+
+def load_voice(storage: Storage, name: str) -> Voice:
+    if not NAME.match(name):
+        raise VoiceError(f"voice name {name!r} is not valid")
+    try:
+        record = json.loads(storage.get(f"voices/{name}.json"))
+    except ObjectNotFound:
+        raise VoiceError(f"no voice named {name!r} in {storage.url}; add it with `f5-batch voice add`") from None
+    return Voice(name, record["ref_audio"], record["ref_text"], float(record["seconds"]), int(record["sample_rate"]))
+
+
+def voice_from_key(storage: Storage, key: str, ref_text: str) -> Voice:
+    """A clip given by key (``--ref-audio``): fetched once to learn its length for chunk planning."""
+    try:
+        data = storage.get(key)
+    except ObjectNotFound:
+        raise VoiceError(f"no reference audio at {key!r} in {storage.url}") from None
+    seconds, rate = clip_info(data, key)
+    return Voice(Path(key).stem, key, ref_text, seconds, rate)
+
+
+def list_voices(storage: Storage) -> list[Voice]:
+    voices = []
+    for info in storage.list("voices/"):
+        if info.key.endswith(".json") and info.key.count("/") == 1:
+            voices.append(load_voice(storage, info.key[len("voices/") : -len(".json")]))
+    return voices

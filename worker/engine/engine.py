@@ -22,12 +22,15 @@ from cachetools import LRUCache
 
 from worker.contract import JobParams
 from worker.engine import loading, reference, runtime
-from worker.engine.planner import BatchPlan, PlanItem, PlannerConfig, plan_batches
+from worker.engine.config import EngineConfig
 from worker.engine.precision import Precision, job_precision, resolve_precision
 from worker.engine.presets import ModelPreset, load_preset
 from worker.engine.random_weights import write_random_files
 from worker.engine.sampler import CFG_EPSILON, Sampler, SamplingRow, SamplingSpec
-from worker.engine.text import (
+from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
+from worker.errors import BadInputError, EngineBuildError
+from worker.planner import BatchPlan, PlanItem, PlannerConfig, plan_batches
+from worker.speech import (
     CROSS_FADE_SECONDS,
     TARGET_RMS,
     chunk_text,
@@ -35,9 +38,6 @@ from worker.engine.text import (
     model_reference_text,
     planned_frames,
 )
-from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
-from worker.errors import BadInputError, EngineBuildError
-from worker.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Engine:
     """One model on one device. Not thread-safe: a worker process owns one engine and calls it from one thread."""
 
     def __init__(self, *, preset: ModelPreset, model: torch.nn.Module, vocoder: torch.nn.Module,
-                 vocab: dict[str, int], device: torch.device, precision: Precision, settings: EngineSettings,
+                 vocab: dict[str, int], device: torch.device, precision: Precision, settings: EngineConfig,
                  compiled: bool) -> None:
         self.preset = preset
         self.model = model
@@ -112,7 +112,7 @@ class Engine:
     # ----------------------------------------------------------------------------------------------- building
 
     @classmethod
-    def build(cls, settings: EngineSettings) -> Engine:
+    def build(cls, settings: EngineConfig) -> Engine:
         device = runtime.select_device(settings.device)
         try:
             precision = resolve_precision(settings.precision, device.type, runtime.capability(device))
@@ -138,7 +138,7 @@ class Engine:
                    settings=settings, compiled=compiled)
 
     @staticmethod
-    def _weights(preset: ModelPreset, settings: EngineSettings, vocab_path: Path) -> tuple[Path, Path]:
+    def _weights(preset: ModelPreset, settings: EngineConfig, vocab_path: Path) -> tuple[Path, Path]:
         """Checkpoint and vocoder folder: from settings, else the preset's defaults, else random files."""
         random_files = None
         if preset.random_weights:

@@ -18,16 +18,14 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from worker.engine.text import TARGET_RMS
 from worker.errors import BadInputError
+from worker.speech import MAX_PLANNING_SECONDS, MIN_REFERENCE_SECONDS, REFERENCE_CLIP_SECONDS, TARGET_RMS
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
     from pydub import AudioSegment, silence
 
-MIN_REFERENCE_SECONDS = 0.5
-MAX_PLANNING_SECONDS = 20.0  # upstream plans chunks as 22 s minus the reference; a longer one leaves no room
-CLIP_MS = 12_000
+CLIP_MS = int(REFERENCE_CLIP_SECONDS * 1000)
 _SILENT_PEAK = 1e-4
 _FIELD = "voice.ref_audio"
 

@@ -17,12 +17,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker import constants as c
+from worker.audio import encode_wav
 from worker.contract import Job, JobResult, Timings
 from worker.engine.types import SynthesisEngine, SynthesisOutput, SynthesisRequest, VoiceInput
 from worker.errors import BadInputError
+from worker.runtime.references import VoiceStore
 from worker.storage import ObjectInfo, Storage
-from worker.voices import VoiceStore
-from worker.wav import encode_wav
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,25 @@
-"""Upstream F5-TTS text rules, kept exactly so that our audio matches upstream's for the same input.
+"""Upstream F5-TTS speech rules, kept exactly so that our audio matches upstream's for the same input.
 
-Pure Python (no torch): the producer uses ``max_chars_for_reference`` to size segments without a GPU stack. Each rule
-here corresponds to a behaviour of ``f5_tts.infer.utils_infer`` (version 1.1.x), including its quirks, which are
-documented where they look surprising.
+Pure Python (no torch), and written once: the engine applies them to synthesise, and the producer applies the same
+ones to size segments and plan batches without a GPU stack. Each rule corresponds to a behaviour of
+``f5_tts.infer.utils_infer`` (version 1.1.x), including its quirks, which are documented where they look surprising.
 """
 
 from __future__ import annotations
 
 import re
 
+from worker.constants import HOP_LENGTH, SAMPLE_RATE
+
 # Upstream plans a chunk so that reference plus generated speech stays under ~22 s.
 CHUNK_SECONDS = 22.0
+# Upstream clips a reference to at most 12 s (at a silence when it can); chunk sizes are planned from that length.
+REFERENCE_CLIP_SECONDS = 12.0
+# Shorter references carry too little voice to imitate; longer than this leaves no room under CHUNK_SECONDS.
+MIN_REFERENCE_SECONDS = 0.5
+MAX_PLANNING_SECONDS = 20.0
+# The longest clip accepted as a reference by default (upstream uses at most 12 s of it).
+DEFAULT_MAX_REFERENCE_SECONDS = 60.0
 # Upstream slows texts shorter than this many UTF-8 bytes to speed 0.3, so a lone word is not swallowed.
 SHORT_TEXT_BYTES = 10
 SHORT_TEXT_SPEED = 0.3
@@ -79,3 +88,15 @@ def planned_frames(ref_frames: int, model_ref_text: str, gen_text: str, speed: f
     gen_bytes = utf8_len(gen_text)
     local_speed = SHORT_TEXT_SPEED if gen_bytes < SHORT_TEXT_BYTES else speed
     return ref_frames + int(ref_frames / utf8_len(model_ref_text) * gen_bytes / local_speed)
+
+
+def planning_seconds(clip_seconds: float) -> float:
+    """The reference length that chunk sizes are planned from: the clip as upstream's preprocessing leaves it."""
+    return min(clip_seconds, REFERENCE_CLIP_SECONDS)
+
+
+def estimated_frames(ref_seconds: float, ref_text: str, text: str, speed: float) -> int:
+    """Total frames one segment will need, from the reference's length alone (before the clip is decoded): what the
+    producer plans batches with. The engine computes the same rule from the decoded clip."""
+    ref_frames = int(ref_seconds * SAMPLE_RATE) // HOP_LENGTH
+    return planned_frames(ref_frames, model_reference_text(ref_text), text, speed)

@@ -11,13 +11,13 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from worker.batcher import DynamicBatcher
-from worker.chapters import ChapterTracker
-from worker.deadletter import DeadLetters
-from worker.pipeline import JobRunner
+from worker.runtime.batcher import DynamicBatcher
+from worker.runtime.chapters import ChapterTracker
+from worker.runtime.deadletter import DeadLetters
+from worker.runtime.references import VoiceStore
+from worker.runtime.runner import JobRunner
 from worker.settings import Settings
 from worker.storage import Storage, by_url
-from worker.voices import VoiceStore
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def build_context(settings: Settings, concurrent_tasks: bool, metrics_index: int
     ``concurrent_tasks``: tasks run in several threads of this process (``-P threads``), so jobs may wait a moment
     for each other to share passes; with one task at a time (prefork, solo) nothing is worth waiting for.
     """
-    from worker import metrics
     from worker.engine.engine import Engine
+    from worker.runtime import metrics
 
     storage = by_url(settings.storage.storage_url, settings.storage)
     engine = Engine.build(settings.engine)

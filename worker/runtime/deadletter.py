@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
-from worker.bookkeeping import RedisBookkeeping
+from worker.broker.redis import RedisBookkeeping
 from worker.constants import FAILED_JOBS_KEY
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from producer.audio_out import FORMATS, Levelling, open_writer, silence
-from producer.manifest import ManifestEntry, book_dir_key
+from worker.assembly.audio_out import FORMATS, Levelling, open_writer, silence
+from worker.books.manifest import ManifestEntry, book_dir_key
 from worker.constants import SAMPLE_RATE
 from worker.storage import Storage
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from worker.engine.config import EngineConfig
 from worker.engine.presets import HF_SCHEME
 from worker.errors import BadInputError
-from worker.settings import EngineSettings
 
 
-def engine_problems(settings: EngineSettings) -> list[str]:
+def engine_problems(settings: EngineConfig) -> list[str]:
     problems: list[str] = []
     missing = [m for m in ("torch", "torchaudio", "vocos") if importlib.util.find_spec(m) is None]
     if importlib.util.find_spec("f5_tts") is None:

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from worker.bookkeeping import RedisBookkeeping
+from worker.broker.redis import RedisBookkeeping
 from worker.constants import DEFAULT_CPU_QUEUE, TASK_ASSEMBLE_CHAPTER
 
 log = logging.getLogger(__name__)
