@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import subprocess
 import time
 from importlib import metadata
@@ -17,29 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 REF_TEXT = "Some call me nature, others call me mother nature."
 
 
-def corpus_path(name: str = "don-quijote.es.txt") -> Path:
-    for folder in filter(None, [os.environ.get("F5_CORPORA_DIR"), REPO.parent / "shared" / "corpora",
-                                REPO / "shared" / "corpora", Path("/work/shared/corpora")]):
-        path = Path(folder) / name
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{name} not found beside the checkout (../shared/corpora) or in F5_CORPORA_DIR")
+def corpus_path() -> Path:
+    """The book the benchmarks read: ``F5_CORPUS`` (the whole Quijote makes the best benchmark), else the excerpt
+    shipped in ``corpora/``."""
+    path = Path(os.environ.get("F5_CORPUS") or REPO / "corpora" / "don-quijote-1-2.es.txt")
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus {path} not found (F5_CORPUS)")
+    return path
 
 
-def quijote_segments(count: int, max_chars: int = 180, skip_paragraphs: int = 40) -> list[str]:
-    """The first ``count`` segments of the novel's text (past the front matter), packed by upstream's rule."""
-    from worker.speech import chunk_text
+def quijote_segments(count: int, max_chars: int = 180) -> list[str]:
+    """``count`` spoken segments of the book (no headings), as the producer cuts them; repeated if the book is short."""
+    from producer.corpus import segments
 
-    text = corpus_path().read_text(encoding="utf-8-sig").replace("\r\n", "\n")
-    segments: list[str] = []
-    for paragraph in text.split("\n\n")[skip_paragraphs:]:
-        paragraph = " ".join(paragraph.split())
-        if len(paragraph) < 20 or re.match(r"^(Capítulo|CAPÍTULO|\*\*\*)", paragraph):
-            continue
-        segments.extend(chunk_text(paragraph, max_chars))
-        if len(segments) >= count:
-            break
-    return segments[:count]
+    texts = [s.text for s in segments(corpus_path(), max_chars, "es") if not s.heading and len(s.text) >= 20]
+    return [texts[i % len(texts)] for i in range(count)]
 
 
 def machine() -> dict:

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Create .venv and install f5-batch with the worker and dev extras. Idempotent: installs only what is missing.
-# torch goes in first, pinned, so that pip does not pick another torch for f5-tts (see README, "Installing torch").
+# Create a virtual environment and install f5-batch with the worker and dev extras. Idempotent: installs only what is
+# missing. torch goes in first, pinned, so that pip does not pick another torch for f5-tts (README, "Install").
+#
+#   VENV=path   use (or create) this virtual environment instead of ./.venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchaudio==2.11.0"}
-EXTRAS=${EXTRAS:-worker,dev}
+EXTRAS=${EXTRAS:-worker,gateway,dev}
 
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 # shellcheck disable=SC1091
-. .venv/bin/activate
+. "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch, torchaudio" 2>/dev/null || pip install -q $TORCH_SPEC
-python -c "import f5_tts.model, celery, moto, flower" 2>/dev/null && pip show -q f5-batch >/dev/null 2>&1 \
+python -c "import f5_tts.model, celery, moto, flower, fastapi, uvicorn" 2>/dev/null && pip show -q f5-batch >/dev/null 2>&1 \
   || pip install -q -e ".[$EXTRAS]"
 command -v redis-server >/dev/null || echo "note: redis-server is not on PATH; install it (apt-get install redis-server)"

@@ -21,19 +21,21 @@ QUIJOTE_OPENING = (
 )
 
 
-def corpora_dir() -> Path:
-    """The shared public-domain corpora (``../shared/corpora`` beside the checkout, or ``F5_CORPORA_DIR``)."""
-    candidates = [Path(os.environ["F5_CORPORA_DIR"])] if os.environ.get("F5_CORPORA_DIR") else []
-    candidates += [REPO.parent / "shared" / "corpora", REPO / "shared" / "corpora", Path("/work/shared/corpora")]
-    for candidate in candidates:
-        if (candidate / "don-quijote.es.txt").is_file():
-            return candidate
-    raise FileNotFoundError(f"don-quijote.es.txt not found in {[str(c) for c in candidates]}; set F5_CORPORA_DIR")
+DEMO_CORPUS = REPO / "corpora" / "don-quijote-1-2.es.txt"
+
+
+def corpus_file() -> Path:
+    """The book the text tests read: the Quijote excerpt shipped in ``corpora/``, or ``F5_CORPUS`` (for example the
+    whole novel as Project Gutenberg publishes it, which the same tests also pass on)."""
+    path = Path(os.environ.get("F5_CORPUS") or DEMO_CORPUS)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus {path} not found (F5_CORPUS)")
+    return path
 
 
 @pytest.fixture(scope="session")
 def quijote_path() -> Path:
-    return corpora_dir() / "don-quijote.es.txt"
+    return corpus_file()
 
 
 @pytest.fixture(scope="session")
@@ -164,9 +166,9 @@ def two_chapters(quijote: Path, folder: Path, until: str = "Capítulo III.") -> 
     """Chapters I and II of the Quijote (or up to ``until``), as a small corpus file (CRLF and all, as published)."""
     raw = quijote.read_bytes()
     start = raw.index("Capítulo primero.".encode())
-    end = raw.index(until.encode())
+    end = raw.find(until.encode(), start)
     path = folder / f"quijote-until-{until.split()[1].strip('.')}.txt"
-    path.write_bytes(raw[start:end])
+    path.write_bytes(raw[start:] if end < 0 else raw[start:end])
     return path
 
 

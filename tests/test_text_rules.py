@@ -11,7 +11,7 @@ from worker.speech import chunk_text, max_chars_for_reference, model_reference_t
 def paragraphs(quijote_path):
     text = quijote_path.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
     found = [" ".join(p.split()) for p in text.split("\n\n") if len(p) > 40]
-    return found[40:640]
+    return found[40:640] if len(found) > 200 else found  # past the novel's front matter; the excerpt has none
 
 
 @pytest.mark.parametrize("max_chars", [40, 135, 260])
