@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from producer.enqueue import Message
+from producer.jobs import Message
 from worker.runtime.chapters import ChapterTracker
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from producer.cmd_enqueue import _context, with_common
+from producer.cmd_enqueue import _context, only_chapters, with_common
 from producer.manifest import ManifestFiles, write_atomic
 from producer.progress import bar, console
-from producer.tracking import load_entries
+from producer.tracking import load_entries, load_record
 from worker.assembly.audio_out import FORMATS, Levelling
 from worker.assembly.stitch import (
     AssembleOptions,
@@ -28,16 +28,6 @@ from worker.assembly.stitch import (
 from worker.books.manifest import BookRecord, book_dir_key, entry_line
 from worker.constants import HOP_LENGTH, SAMPLE_RATE
 from worker.speech import estimated_frames, planning_seconds
-
-
-def _record(files: ManifestFiles, storage, prefix: str, book: str) -> BookRecord | None:
-    record = files.read_record()
-    if record is None:
-        try:
-            record = BookRecord.model_validate_json(storage.get(f"{book_dir_key(prefix, book)}/book.json"))
-        except KeyError:
-            return None
-    return record
 
 
 @click.command("assemble")
@@ -59,22 +49,20 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
              title_pause: float, loudness: float, chapter_range: str | None, allow_gaps: bool, m4b: bool,
              prefix: str, manifest_dir: Path) -> None:
     """Stitch BOOK's segments into chapters/NNN.<format> beside them, and annotate the manifest."""
-    from producer.cmd_enqueue import _only_chapters
-
     _, _, storage = _context()
     files = ManifestFiles(manifest_dir, book)
     try:
         entries = load_entries(files, storage, prefix, book)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    selected = list(_only_chapters(iter(entries), chapter_range))
+    selected = list(only_chapters(entries, chapter_range))
     options = AssembleOptions(fmt=fmt, quality=quality, constant_bitrate=cbr, sentence_pause_s=sentence_pause,
                               paragraph_pause_s=paragraph_pause, title_pause_s=title_pause,
                               levelling=Levelling(target_dbfs=loudness), allow_gaps=allow_gaps)
     missing = missing_keys(storage, prefix, book, selected)
     if missing and not allow_gaps:
         raise click.ClickException(str(MissingSegments(missing)))
-    record = _record(files, storage, prefix, book)
+    record = load_record(files, storage, prefix, book)
     ref_seconds = _reference_seconds(storage, record)
 
     def gap_seconds(entry) -> float:

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import time
+import re
 from pathlib import Path
 
 import click
 
 from producer import corpus
 from producer.enqueue import (
-    BOOK_ID,
-    Message,
-    batch_messages,
-    book_record,
-    entry_job,
-    segment_key,
-    single_messages,
-    single_task_id,
+    EnqueueInterrupted,
+    corpus_size,
+    finish_manifest,
+    publish_book,
+    sigterm_interrupts,
 )
+from producer.jobs import BOOK_ID, batch_messages, book_record, entry_job, single_messages, single_task_id
 from producer.manifest import ManifestFiles, write_atomic
-from producer.pipelined import PipelinedPublisher
-from producer.progress import bar, console
+from producer.progress import DEFAULT_INTERVAL_S, console
 from producer.publish import BrokerUnavailable, Publisher, check_broker
 from producer.reading import CorpusError
-from producer.tracking import follow, load_entries, stored_keys
+from producer.tracking import follow, load_entries, load_record
 from worker.books.manifest import BookRecord, ManifestEntry, book_dir_key, entry_line
+from worker.books.status import stored_keys
 from worker.constants import TASK_SYNTHESIZE
 from worker.contract import JobParams, VoiceSpec
 from worker.settings import load_settings
@@ -33,10 +30,16 @@ from worker.speech import max_chars_for_reference
 from worker.storage import Storage, by_url
 from worker.voices import Voice, VoiceError, load_voice, voice_from_key
 
+INTERRUPTED_EXIT = 130
+
 common = [
     click.option("--prefix", default="books", show_default=True, help="Key prefix under the storage URL."),
     click.option("--manifest-dir", default="manifests", show_default=True, type=click.Path(path_type=Path)),
 ]
+progress_option = click.option(
+    "--progress-every", "interval_s", default=DEFAULT_INTERVAL_S, show_default=True, type=click.FloatRange(min=0.1),
+    envvar="F5_PROGRESS_INTERVAL", help="Seconds between progress lines when stderr is not a terminal, and between "
+    "notices of why the producer waits.")
 
 
 def with_common(function):
@@ -68,6 +71,28 @@ def _upload_manifest(storage: Storage, files: ManifestFiles, prefix: str, book: 
     storage.put(f"{folder}/book.json", files.record.read_bytes(), content_type="application/json")
 
 
+def _chapter_range(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        low, _, high = text.partition("-")
+        return int(low), int(high or low)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use N or N-M", param_hint="--chapters") from None
+
+
+def only_chapters(items, chapter_range: str | None):
+    """Segments or manifest entries of the chapters in ``chapter_range`` (``N`` or ``N-M``; None: all)."""
+    bounds = _chapter_range(chapter_range)
+    return items if bounds is None else (item for item in items if bounds[0] <= item.chapter <= bounds[1])
+
+
+def _segments(record: BookRecord, path: Path):
+    """The book's segments, in reading order, as the record says to cut them."""
+    stream = corpus.segments(path, record.max_chars, record.lang, record.encoding, record.chapter_regex)
+    return only_chapters(stream, record.chapters)
+
+
 @click.command("enqueue")
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(path_type=Path))
 @click.option("--book", required=True, help="Book id: letters, digits, '.', '_', '-'.")
@@ -77,11 +102,12 @@ def _upload_manifest(storage: Storage, files: ManifestFiles, prefix: str, book: 
 @click.option("--lang", type=click.Choice(["es", "en", "auto"]), default="auto", show_default=True)
 @click.option("--max-chars", type=click.IntRange(min=20), help="Segment limit (UTF-8 bytes of spoken text). "
               "Default: upstream's rule from the reference's length.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 256),
-              help="Segments of similar length per f5tts.synthesize_batch job; 1 sends one f5tts.synthesize job "
-                   "per segment (about 1.5 ms of publishing each, so a book takes ~4x longer to enqueue).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Segments of similar length per f5tts.synthesize_batch message; 1 sends one f5tts.synthesize "
+                   "message per segment. Workers gather messages into full passes either way; batches cut the "
+                   "publishing cost (about 1.5 ms a message).")
 @click.option("--max-queued", default=2000, show_default=True, type=click.IntRange(min=1),
-              help="Backpressure: at most this many jobs waiting in the queue.")
+              help="Backpressure: at most this many messages waiting in the queue.")
 @click.option("--priority", type=click.IntRange(0, 9), help="Redis priority, 0 (first) to 9.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--chapter-regex", help="Regex matching chapter headings (at the start of a paragraph).")
@@ -95,14 +121,13 @@ def _upload_manifest(storage: Storage, files: ManifestFiles, prefix: str, book: 
 @click.option("--assemble", "auto_assemble", type=click.Choice(["wav", "flac", "ogg", "opus", "mp3"]),
               help="Assemble each chapter automatically (on the f5tts-cpu queue) once its segments are stored.")
 @with_common
+@progress_option
 def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str | None, ref_text: str | None,
             lang: str, max_chars: int | None, batch_size: int, max_queued: int, priority: int | None,
             encoding: str, chapter_regex: str | None, chapter_range: str | None, nfe_step: int,
             cfg_strength: float, speed: float, seed: int | None, force: bool, wait: bool,
-            auto_assemble: str | None, prefix: str, manifest_dir: Path) -> None:
+            auto_assemble: str | None, prefix: str, manifest_dir: Path, interval_s: float) -> None:
     """Split CORPUS (.txt, .md, .jsonl, .epub) into segments and enqueue one job per segment (or per batch)."""
-    import re
-
     if not re.match(BOOK_ID, book):
         raise click.BadParameter(f"{book!r}: use letters, digits, '.', '_' and '-'", param_hint="--book")
     try:
@@ -114,8 +139,8 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
         check_broker(app)
         voice = _voice(storage, voice_name, ref_audio, ref_text)
         limit = max_chars or max_chars_for_reference(voice.ref_text, voice.planning_seconds, speed)
-        stream = _only_chapters(corpus.segments(corpus_path, limit, lang, encoding, chapter_regex), chapter_range)
-        first = next(stream, None)  # reads the corpus head: file errors surface before anything is written
+        stream = corpus.segments(corpus_path, limit, lang, encoding, chapter_regex)
+        first = next(iter(only_chapters(stream, chapter_range)), None)  # file errors surface here
     except (BrokerUnavailable, CorpusError, VoiceError) as exc:
         raise click.ClickException(str(exc)) from None
     if first is None:
@@ -123,103 +148,58 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
     spec = VoiceSpec(ref_audio=voice.ref_audio, ref_text=voice.ref_text)
     detected = corpus.detect_language(first.raw) if lang == "auto" else lang
     record = book_record(book, prefix, spec, params, detected, limit, batch_size, priority, corpus_path)
+    record = record.model_copy(update={"encoding": encoding, "chapter_regex": chapter_regex,
+                                       "chapters": chapter_range})
     record.extra["assemble"] = auto_assemble
+    files = ManifestFiles(manifest_dir, book)
+    if force:
+        files.partial.unlink(missing_ok=True)
+    _run(settings, app, storage, record, files, corpus_path, voice, max_queued, interval_s, force=force)
+    if wait:
+        _wait(app, settings, storage, files, prefix, book, interval_s)
+
+
+def _run(settings, app, storage: Storage, record: BookRecord, files: ManifestFiles, corpus_path: Path, voice: Voice,
+         max_queued: int, interval_s: float, force: bool = False) -> None:
+    """Publish the book's segments that are not published yet, then complete and upload its manifest."""
     closer = None
-    if auto_assemble:
+    if record.extra.get("assemble"):
         from producer.autoassemble import ChapterCloser
         from worker.runtime.chapters import ChapterTracker
 
-        closer = ChapterCloser(ChapterTracker(settings.broker.resolved_result_backend), app, book,
-                               {"prefix": prefix, "format": auto_assemble})
-    files = ManifestFiles(manifest_dir, book)
+        closer = ChapterCloser(ChapterTracker(settings.broker.resolved_result_backend), app, record.book,
+                               {"prefix": record.prefix, "format": record.extra["assemble"]})
     already = set() if force else {(e.id, e.task_id) for e in files.read_entries()}
     files.write_record(record)
-    segments = _chain(first, stream)
-    messages = batch_messages(record, segments, voice.planning_seconds) if batch_size > 1 else \
+    segments = _segments(record, corpus_path)
+    messages = batch_messages(record, segments, voice.planning_seconds) if record.batch_size > 1 else \
         single_messages(record, segments)
-    started = time.monotonic()
     try:
-        count, skipped, publisher_stats = _publish_all(app, settings.broker.queue, max_queued, priority, messages,
-                                                       files, already, corpus_path, book, closer)
+        with sigterm_interrupts():
+            result = publish_book(messages, files, already, queue=settings.broker.queue, max_queued=max_queued,
+                                  priority=record.priority, title=f"enqueue {record.book}",
+                                  total_bytes=corpus_size(corpus_path), interval_s=interval_s, closer=closer)
+    except EnqueueInterrupted as stopped:
+        console.print(f"{record.book}: interrupted after {stopped.segments} segments; the manifest "
+                      f"{files.partial} lists them. `f5-batch resume {record.book}` continues.")
+        raise SystemExit(INTERRUPTED_EXIT) from None
     except (BrokerUnavailable, CorpusError) as exc:
         raise click.ClickException(f"{exc} (the partial manifest {files.partial} lets a re-run continue)") from None
-    os.replace(files.partial, files.final)
-    record.segments, record.complete = count, True
+    finish_manifest(files)
+    record.segments, record.complete = result.segments, True
     files.write_record(record)
-    _upload_manifest(storage, files, prefix, book)
-    elapsed = time.monotonic() - started
-    console.print(f"{book}: {count} segments, {publisher_stats[0]} messages published, {skipped} already published, "
-                  f"in {elapsed:.1f} s ({count / elapsed if elapsed else 0:.0f} segments/s); manifest {files.final}")
-    if wait:
-        _wait(app, settings, storage, files, prefix, book)
+    _upload_manifest(storage, files, record.prefix, record.book)
+    rate = result.segments / result.elapsed_s if result.elapsed_s else 0
+    console.print(f"{record.book}: {result.segments} segments, {result.published} messages published, "
+                  f"{result.skipped} already published, in {result.elapsed_s:.1f} s ({rate:.0f} segments/s); "
+                  f"manifest {files.final}")
 
 
-def _only_chapters(stream, chapter_range: str | None):
-    if not chapter_range:
-        return stream
-    try:
-        low, _, high = chapter_range.partition("-")
-        first, last = int(low), int(high or low)
-    except ValueError:
-        raise click.BadParameter(f"{chapter_range!r}: use N or N-M", param_hint="--chapters") from None
-    return (segment for segment in stream if first <= segment.chapter <= last)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
-def _publish_all(app, queue: str, max_queued: int, priority: int | None, messages, files: ManifestFiles,
-                 already: set, corpus_path: Path, book: str, closer=None) -> tuple[int, int, tuple[int, float]]:
-    """Publish every message (in a pipelined child process) and write each manifest line once it is published."""
-    total_bytes = max(1, corpus_path.stat().st_size) if corpus_path.is_file() else 1
-    count = skipped = 0
-    files.folder.mkdir(parents=True, exist_ok=True)
-    waiting: dict[int, Message] = {}
-    with files.partial.open("w", encoding="utf-8") as out, bar("bytes") as progress:
-        task = progress.add_task(f"enqueue {book}", total=total_bytes, rate="")
-        started = time.monotonic()
-
-        def written(confirmed: list[int]) -> None:
-            nonlocal count
-            for seq in confirmed:
-                message = waiting.pop(seq)
-                out.writelines(entry_line(entry) for entry in message.entries)
-                if closer is not None:
-                    closer.confirmed(message)
-                count += len(message.entries)
-                progress.update(task, advance=sum(len(e.text.encode()) for e in message.entries))
-            out.flush()
-            rate = count / max(1e-6, time.monotonic() - started)
-            progress.update(task, rate=f"{count} segments, {rate:.0f}/s")
-
-        publisher = PipelinedPublisher(queue, max_queued, written, priority)
-        try:
-            for seq, message in enumerate(messages):
-                waiting[seq] = message
-                if closer is not None:
-                    closer.produced(message)
-                if all((entry.id, entry.task_id) in already for entry in message.entries):
-                    skipped += len(message.entries)
-                    written([seq])  # published by an earlier run; recorded again, not sent again
-                    continue
-                publisher.submit(seq, message.task, message.kwargs, message.task_id, message.summary)
-            publisher.finish()
-            if closer is not None:
-                closer.finish()
-        except BaseException:
-            publisher.abort()
-            raise
-        progress.update(task, completed=total_bytes)
-    return count, skipped, (publisher.published, publisher.waited_s)
-
-
-def _wait(app, settings, storage, files: ManifestFiles, prefix: str, book: str) -> None:
+def _wait(app, settings, storage, files: ManifestFiles, prefix: str, book: str, interval_s: float) -> None:
     from worker.runtime.deadletter import DeadLetters
 
     status = follow(app, storage, DeadLetters(settings.broker.resolved_result_backend), files.read_entries(),
-                    prefix, book)
+                    prefix, book, interval_s=interval_s)
     if status.failed:
         for job_id, reason in sorted(status.failed.items())[:20]:
             console.print(f"[red]failed[/] {job_id}: {reason['code']}: {reason['message']}")
@@ -227,28 +207,59 @@ def _wait(app, settings, storage, files: ManifestFiles, prefix: str, book: str) 
     console.print(f"{book}: all {status.total} segments rendered")
 
 
+def _continue_enqueue(settings, app, storage: Storage, record: BookRecord, files: ManifestFiles, max_queued: int,
+                      interval_s: float) -> None:
+    """An interrupted enqueue: publish the rest of the book from its corpus, as the first run would have."""
+    corpus_path = Path(record.corpus)
+    if not corpus_path.is_file():
+        raise click.ClickException(f"the enqueue of {record.book} was interrupted, and its corpus {corpus_path} is "
+                                   "not here to continue from; run `f5-batch enqueue` with the corpus again")
+    try:
+        voice = voice_from_key(storage, record.voice.ref_audio, record.voice.ref_text)
+    except VoiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"{record.book}: the enqueue was interrupted; continuing it from {corpus_path}")
+    _run(settings, app, storage, record, files, corpus_path, voice, max_queued, interval_s)
+
+
 @click.command("resume")
 @click.argument("book")
 @click.option("--max-queued", default=2000, show_default=True, type=click.IntRange(min=1))
 @click.option("--wait", is_flag=True)
 @with_common
-def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Path) -> None:
-    """Re-enqueue every segment of BOOK whose audio is not in storage. Safe to run any number of times."""
+@progress_option
+def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Path, interval_s: float) -> None:
+    """Finish an interrupted enqueue of BOOK, then re-enqueue every segment whose audio is not in storage. Safe to run
+    any number of times."""
     settings, app, storage = _context()
     files = ManifestFiles(manifest_dir, book)
     try:
         check_broker(app)
-        entries = load_entries(files, storage, prefix, book)
-    except (BrokerUnavailable, FileNotFoundError) as exc:
+    except BrokerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
-    record = files.read_record()
+    record = load_record(files, storage, prefix, book)
     if record is None:
-        record = BookRecord.model_validate_json(storage.get(f"{book_dir_key(prefix, book)}/book.json"))
-        files.write_record(record)
-    present = stored_keys(storage, prefix, book)
-    missing = [entry for entry in entries if entry.key not in present]
+        raise click.ClickException(f"no record of book {book!r} in {manifest_dir} or in {storage.url}")
+    if not record.complete:
+        _continue_enqueue(settings, app, storage, record, files, max_queued, interval_s)
+    try:
+        entries = load_entries(files, storage, prefix, book)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    missing = resend_missing(app, settings.broker.queue, max_queued, record, files, storage, entries)
+    console.print(f"{book}: {len(entries) - missing} of {len(entries)} segments stored; {missing} re-enqueued")
+    if wait:
+        _wait(app, settings, storage, files, prefix, book, interval_s)
+
+
+def resend_missing(app, queue: str, max_queued: int, record: BookRecord, files: ManifestFiles, storage: Storage,
+                   entries: list[ManifestEntry], only: set[str] | None = None) -> int:
+    """Send one ``f5tts.synthesize`` job for each segment whose audio is not stored (``only``: among these ids), and
+    point the manifest at the new task ids. Returns how many were sent."""
+    present = stored_keys(storage, record.prefix, record.book)
+    missing = [e for e in entries if e.key not in present and (only is None or e.id in only)]
     updated: dict[str, ManifestEntry] = {}
-    with Publisher(app, settings.broker.queue, max_queued, record.priority) as publisher:
+    with Publisher(app, queue, max_queued, record.priority) as publisher:
         for entry in missing:
             job = entry_job(record, entry)
             task_id = single_task_id(job)
@@ -258,11 +269,5 @@ def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Pa
         rewritten = [updated.get(entry.id, entry) for entry in entries]
         write_atomic(files.final, "".join(entry_line(e) for e in rewritten).encode("utf-8"))
         files.partial.unlink(missing_ok=True)
-        _upload_manifest(storage, files, prefix, book)
-    console.print(f"{book}: {len(entries) - len(missing)} of {len(entries)} segments stored; "
-                  f"{len(missing)} re-enqueued")
-    if wait:
-        _wait(app, settings, storage, files, prefix, book)
-
-
-__all__ = ["enqueue", "resume", "segment_key"]
+        _upload_manifest(storage, files, record.prefix, record.book)
+    return len(missing)

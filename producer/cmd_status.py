@@ -12,7 +12,8 @@ from rich.table import Table
 from producer.cmd_enqueue import _context, with_common
 from producer.manifest import ManifestFiles
 from producer.progress import console
-from producer.tracking import book_status, load_entries
+from producer.tracking import load_entries
+from worker.books.status import book_status
 from worker.runtime.deadletter import DeadLetters
 from worker.voices import VoiceError, add_voice, list_voices
 

@@ -17,10 +17,17 @@ from producer.reading import Paragraph, decoded_lines, paragraphs_from_lines, re
 from producer.segmenter import split_paragraph
 from worker.speech import utf8_len
 
-_GUTENBERG_START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
-_GUTENBERG_END = re.compile(r"^(\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg)",
-                            re.IGNORECASE)
-HEADER_SCAN_LINES = 600
+# Project Gutenberg frames, as Gutenberg has written them over the years (leading whitespace allowed everywhere):
+#   header ends:  "*** START OF THE PROJECT GUTENBERG EBOOK X ***"  (since ~2020; "THIS" before; "***START" in some)
+#                 "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.02/11/02*END*"  (the 1990s header)
+#   footer starts: "*** END OF THE PROJECT GUTENBERG EBOOK X ***"  ("THIS" before ~2020)
+#                 "End of the Project Gutenberg EBook of X, by Y", "End of Project Gutenberg's X, by Y",
+#                 "End of The Project Gutenberg Etext of X"  (older files put this line before the *** one)
+_GUTENBERG_START = re.compile(
+    r"^\s*(\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG|\*END\*?\s*THE SMALL PRINT)", re.IGNORECASE)
+_GUTENBERG_END = re.compile(
+    r"^\s*(\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG|END OF (THE |THIS )?PROJECT GUTENBERG)", re.IGNORECASE)
+HEADER_SCAN_LINES = 1000
 LOOKAHEAD_PARAGRAPHS = 2_000
 
 DEFAULT_HEADINGS = [

@@ -1,115 +1,164 @@
-"""Turning a corpus into jobs: segments → contract jobs (single or batched) → published → manifest.
+"""One run of enqueueing a book: segments → messages → the broker (with backpressure) → the manifest.
 
-Ids, keys and task ids are derived from the book, the position and the content, so running ``enqueue`` twice gives
-the same manifest, and a re-run after a crash skips what the partial manifest says was already published.
+Used by ``f5-batch enqueue`` and by ``f5-batch resume`` when an earlier enqueue was interrupted. Messages are published
+by a child process (``producer.pipelined``) while this process reads and segments the corpus. Each manifest line is
+written once its message is confirmed, in the book's reading order. The run says what it is doing on a terminal or
+not, and says why when it waits: a full queue that nothing drains means no worker is consuming it.
+
+Interrupting it (Ctrl-C, SIGTERM) stops publishing at once and leaves the partial manifest and the book record as
+they are: ``f5-batch resume BOOK`` (or the same ``enqueue`` again) continues from there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-from collections.abc import Iterator
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from producer.corpus import Segment
-from worker.books.manifest import BookRecord, ManifestEntry
-from worker.constants import TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
-from worker.contract import Job, JobParams, VoiceSpec
-from worker.planner import PlanItem, PlannerConfig, plan_batches
-from worker.speech import estimated_frames
-
-BOOK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-BATCH_WINDOW = 8  # segments planned together = batch size × this
+from producer.jobs import Message
+from producer.manifest import ManifestFiles, ReadingOrderWriter
+from producer.pipelined import PipelinedPublisher
+from producer.progress import Reporter
 
 
-@dataclass(frozen=True)
-class Message:
-    """One task to publish and the manifest lines it covers."""
-
-    task: str
-    task_id: str
-    kwargs: dict
-    entries: list[ManifestEntry]
-
-    @property
-    def summary(self) -> str:
-        """A short, readable description of the arguments, for Flower."""
-        first = self.entries[0]
-        text = first.normalized if len(first.normalized) <= 60 else first.normalized[:57] + "..."
-        if len(self.entries) == 1:
-            return f"{{'job': {first.id!r} -> {first.key!r}: {text!r}}}"
-        return f"{{'jobs': {len(self.entries)} segments from {first.id!r}: {text!r}}}"
+@dataclass
+class EnqueueResult:
+    segments: int  # manifest lines written (published by this run or an earlier one)
+    skipped: int  # segments an earlier run had already published
+    published: int  # messages sent by this run
+    waited_s: float  # time spent blocked on a full queue
+    elapsed_s: float
 
 
-def segment_key(prefix: str, book: str, segment: Segment) -> str:
-    return f"{prefix}/{book}/{segment.chapter:03d}/{segment.index:05d}.wav" if prefix else \
-        f"{book}/{segment.chapter:03d}/{segment.index:05d}.wav"
+class EnqueueInterrupted(Exception):
+    """Ctrl-C or SIGTERM: publishing stopped; the partial manifest lists what was published, in reading order."""
+
+    def __init__(self, segments: int) -> None:
+        super().__init__(f"interrupted after {segments} segments")
+        self.segments = segments
 
 
-def _book_job(record: BookRecord, job_id: str, text: str, key: str, chapter: int, index: int) -> Job:
-    """The one place a book's job is built, for enqueue and resume alike (same hash, same task id)."""
-    return Job(
-        job_id=job_id,
-        text=text,
-        voice=record.voice,
-        output={"key": key},
-        params=record.params,
-        metadata={"book": record.book, "chapter": chapter, "index": index,
-                  **({"assemble": True} if record.extra.get("assemble") else {})},
-    )
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM (a container stop, ``kill``) interrupts like Ctrl-C, so cleanup runs."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def segment_job(record: BookRecord, segment: Segment) -> Job:
-    return _book_job(record, f"{record.book}-{segment.chapter:03d}-{segment.index:05d}", segment.text,
-                     segment_key(record.prefix, record.book, segment), segment.chapter, segment.index)
+class BlockedWatch:
+    """Why publishing waits: the queue is full. Says so with the queue's length and name, and, when the length has
+    not gone down for ``hint_after_s``, asks whether any worker consumes the queue at all."""
+
+    def __init__(self, queue: str, max_queued: int, hint_after_s: float, clock: Callable[[], float] = time.monotonic):
+        self.queue = queue
+        self.max_queued = max_queued
+        self.hint_after_s = hint_after_s
+        self.clock = clock
+        self._lowest: int | None = None
+        self._since = clock()
+
+    def message(self, length: int, published: int) -> str:
+        now = self.clock()
+        if self._lowest is None or length < self._lowest:
+            self._lowest, self._since = length, now  # the queue drains: someone consumes it
+        text = (f"waiting for room: queue {self.queue!r} holds {length} jobs (--max-queued {self.max_queued}); "
+                f"{published} segments published so far")
+        if now - self._since >= self.hint_after_s:
+            text += f"; nothing taken for {now - self._since:.0f} s: no worker is consuming `{self.queue}`?"
+        return text
 
 
-def entry_job(record: BookRecord, entry: ManifestEntry) -> Job:
-    """A manifest line's job again, as ``segment_job`` made it: for ``resume``."""
-    return _book_job(record, entry.id, entry.normalized, entry.key, entry.chapter, entry.index)
+class _Run:
+    """The state of one publishing run: messages in flight, the manifest writer, the progress shown."""
+
+    def __init__(self, reporter: Reporter, writer: ReadingOrderWriter, watch: BlockedWatch, closer) -> None:
+        self.reporter = reporter
+        self.writer = writer
+        self.watch = watch
+        self.closer = closer
+        self.in_flight: dict[int, Message] = {}
+        self.started = time.monotonic()
+
+    def describe(self, done: int, total: int) -> str:
+        rate = self.writer.next_ordinal / max(1e-6, time.monotonic() - self.started)
+        return (f"{self.writer.next_ordinal} segments published ({rate:.0f}/s), "
+                f"{100 * done / max(1, total):.0f}% of the corpus read")
+
+    def confirmed(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            message = self.in_flight.pop(seq)
+            for ordinal, entry in zip(message.ordinals, message.entries, strict=True):
+                if ordinal >= self.writer.next_ordinal:  # lower ones are in the manifest from an earlier run
+                    self.writer.add(ordinal, entry)
+            if self.closer is not None:
+                self.closer.confirmed(message)
+            self.reporter.update(advance=sum(len(e.text.encode()) for e in message.entries))
+        self.writer.flush()
+        self.reporter.update(rate=f"{self.writer.next_ordinal} segments")
+
+    def blocked(self, length: int) -> None:
+        self.reporter.notice("blocked", self.watch.message(length, self.writer.next_ordinal))
+        self.reporter.tick()
 
 
-def single_task_id(job: Job) -> str:
-    return f"{job.resolved_job_id()}.{job.content_hash()[:12]}"
+def publish_book(messages: Iterable[Message], files: ManifestFiles, already: set[tuple[str, str]], *, queue: str,
+                 max_queued: int, priority: int | None, title: str, total_bytes: int, interval_s: float,
+                 closer=None) -> EnqueueResult:
+    """Publish every message not already published, and write the manifest in reading order as they are confirmed."""
+    files.folder.mkdir(parents=True, exist_ok=True)
+    skipped = 0
+    watch = BlockedWatch(queue, max_queued, hint_after_s=max(2 * interval_s, 1.0))
+    with files.partial.open("a", encoding="utf-8") as out, Reporter(title, total_bytes, "bytes", interval_s) as rep:
+        writer = ReadingOrderWriter(out)
+        writer.next_ordinal = len(already_lines(files))
+        run = _Run(rep, writer, watch, closer)
+        rep.describe = run.describe
+        publisher = PipelinedPublisher(queue, max_queued, run.confirmed, priority, on_blocked=run.blocked)
+        try:
+            for seq, message in enumerate(messages):
+                run.in_flight[seq] = message
+                if closer is not None:
+                    closer.produced(message)
+                if all((entry.id, entry.task_id) in already for entry in message.entries):
+                    skipped += len(message.entries)
+                    run.confirmed([seq])  # published by an earlier run: recorded in order, not sent again
+                    continue
+                publisher.submit(seq, message.task, message.kwargs, message.task_id, message.summary)
+            publisher.finish()
+            if closer is not None:
+                closer.finish()
+        except KeyboardInterrupt:
+            publisher.abort()
+            out.flush()
+            raise EnqueueInterrupted(writer.next_ordinal) from None
+        except BaseException:
+            publisher.abort()
+            raise
+        rep.update(done=total_bytes)
+    return EnqueueResult(writer.next_ordinal, skipped, publisher.published, publisher.waited_s,
+                         time.monotonic() - run.started)
 
 
-def _entry(record: BookRecord, segment: Segment, job: Job, task: str, task_id: str) -> ManifestEntry:
-    return ManifestEntry(id=job.resolved_job_id(), book=record.book, chapter=segment.chapter,
-                         chapter_title=segment.chapter_title, index=segment.index, text=segment.raw,
-                         normalized=segment.text, key=job.resolved_key(), task_id=task_id, task=task,
-                         heading=segment.heading, paragraph_end=segment.paragraph_end, source_id=segment.source_id)
+def already_lines(files: ManifestFiles) -> list[str]:
+    """Lines an earlier, interrupted run left in the partial manifest (a reading-order prefix of the book)."""
+    if not files.partial.exists():
+        return []
+    return [line for line in files.partial.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def single_messages(record: BookRecord, stream: Iterator[Segment]) -> Iterator[Message]:
-    for segment in stream:
-        job = segment_job(record, segment)
-        task_id = single_task_id(job)
-        yield Message(TASK_SYNTHESIZE, task_id, {"job": job.model_dump(mode="json", exclude_none=True)},
-                      [_entry(record, segment, job, TASK_SYNTHESIZE, task_id)])
+def corpus_size(path: Path) -> int:
+    return max(1, path.stat().st_size) if path.is_file() else 1
 
 
-def batch_messages(record: BookRecord, stream: Iterator[Segment], ref_seconds: float) -> Iterator[Message]:
-    """Segments of similar length grouped into ``synthesize_batch`` jobs by the worker's own planner."""
-    config = PlannerConfig(frame_budget=record.batch_size * 4096, max_batch=record.batch_size)
-    while window := list(itertools.islice(stream, record.batch_size * BATCH_WINDOW)):
-        voice, speed = record.voice, record.params.speed
-        items = [PlanItem(id=i, frames=estimated_frames(ref_seconds, voice.ref_text, s.text, speed))
-                 for i, s in enumerate(window)]
-        plans = plan_batches(items, config)
-        for plan in sorted(plans, key=lambda p: min(item.id for item in p.items)):
-            members = [window[item.id] for item in sorted(plan.items, key=lambda item: item.id)]
-            jobs = [segment_job(record, s) for s in members]
-            digest = hashlib.sha256("|".join(f"{j.resolved_job_id()}:{j.content_hash()}" for j in jobs).encode())
-            first = members[0]
-            task_id = f"{record.book}-{first.chapter:03d}-{first.index:05d}-batch.{digest.hexdigest()[:12]}"
-            kwargs = {"jobs": [j.model_dump(mode="json", exclude_none=True) for j in jobs]}
-            entries = [_entry(record, s, j, TASK_SYNTHESIZE_BATCH, task_id) for s, j in zip(members, jobs,
-                                                                                               strict=True)]
-            yield Message(TASK_SYNTHESIZE_BATCH, task_id, kwargs, entries)
-
-
-def book_record(book: str, prefix: str, voice: VoiceSpec, params: JobParams, lang: str, max_chars: int,
-                batch_size: int, priority: int | None, corpus: Path) -> BookRecord:
-    return BookRecord(book=book, prefix=prefix, voice=voice, params=params, lang=lang, max_chars=max_chars,
-                      batch_size=batch_size, priority=priority, corpus=str(corpus))
+def finish_manifest(files: ManifestFiles) -> None:
+    os.replace(files.partial, files.final)

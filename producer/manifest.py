@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TextIO
 
-from worker.books.manifest import BookRecord, ManifestEntry, read_entries
+from worker.books.manifest import BookRecord, ManifestEntry, entry_line, read_entries
 
 
 class ManifestFiles:
@@ -38,3 +39,36 @@ def write_atomic(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_bytes(data)
     os.replace(temp, path)
+
+
+class ReadingOrderWriter:
+    """Writes manifest lines in the book's reading order, whatever order their messages are confirmed in.
+
+    Batched messages group segments by length, so they are published (and confirmed) out of reading order. Each line
+    waits here until every line before it is written; the file is therefore always a reading-order prefix of the
+    book, and a crash leaves at most the waiting lines unwritten (a re-run sends them again, and the worker skips
+    audio that already exists).
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.next_ordinal = 0
+        self._waiting: dict[int, ManifestEntry] = {}
+
+    def add(self, ordinal: int, entry: ManifestEntry) -> None:
+        self._waiting[ordinal] = entry
+
+    def flush(self) -> int:
+        """Write every line that is next in reading order; return how many were written."""
+        written = 0
+        while self.next_ordinal in self._waiting:
+            self.out.write(entry_line(self._waiting.pop(self.next_ordinal)))
+            self.next_ordinal += 1
+            written += 1
+        if written:
+            self.out.flush()
+        return written
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)

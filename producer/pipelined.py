@@ -30,9 +30,12 @@ class _Request:
 
 
 def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | None) -> None:
+    import signal
+
     from producer.publish import Publisher
     from worker.app import app
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops this process
     done: list[int] = []
 
     def flush() -> None:
@@ -40,8 +43,12 @@ def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | 
             acks.put(list(done))
             done.clear()
 
+    def blocked(length: int) -> None:
+        flush()
+        acks.put(("waiting", length))
+
     try:
-        with Publisher(app, queue, max_queued, priority, on_wait=flush) as publisher:
+        with Publisher(app, queue, max_queued, priority, on_wait=blocked) as publisher:
             while (request := requests.get()) is not _STOP:
                 publisher.publish(request.task, request.kwargs, request.task_id, request.summary)
                 done.append(request.seq)
@@ -56,10 +63,12 @@ def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | 
 
 class PipelinedPublisher:
     """``on_confirmed`` receives, in order, the sequence numbers of messages the broker has taken, as soon as they
-    are known (also while this process waits for room in a full pipeline)."""
+    are known (also while this process waits for room in a full pipeline); ``on_blocked`` receives the queue length
+    each time publishing waits for room in a full queue (about twice a second while it lasts)."""
 
     def __init__(self, queue: str, max_queued: int, on_confirmed: Callable[[list[int]], None],
-                 priority: int | None = None, depth: int = 512) -> None:
+                 priority: int | None = None, depth: int = 512,
+                 on_blocked: Callable[[int], None] | None = None) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no broker sockets shared by fork
         self._requests = context.Queue(maxsize=depth)
         self._acks = context.Queue()
@@ -67,22 +76,25 @@ class PipelinedPublisher:
                                         args=(self._requests, self._acks, queue, max_queued, priority))
         self._process.start()
         self._on_confirmed = on_confirmed
+        self._on_blocked = on_blocked
         self.published = 0
         self.waited_s = 0.0
         self._finished = False
 
     def submit(self, seq: int, task: str, kwargs: dict[str, Any], task_id: str, summary: str) -> None:
         """Queue one message for the publisher process."""
-        request = _Request(seq, task, kwargs, task_id, summary)
+        self._put(_Request(seq, task, kwargs, task_id, summary))
+        self._collect(block=False)
+
+    def _put(self, item: _Request | None) -> None:
         while True:
             try:
-                self._requests.put(request, timeout=0.5)
-                break
+                self._requests.put(item, timeout=0.5)
+                return
             except queue_module.Full:
                 self._collect(block=False)  # report progress while the broker applies backpressure
                 if not self._process.is_alive():
                     raise BrokerUnavailable("the publisher process stopped unexpectedly") from None
-        self._collect(block=False)
 
     def _collect(self, block: bool) -> None:
         while True:
@@ -95,6 +107,10 @@ class PipelinedPublisher:
                     continue
                 return
             if isinstance(item, tuple):
+                if item[0] == "waiting":
+                    if self._on_blocked is not None:
+                        self._on_blocked(item[1])
+                    continue
                 if item[0] == "error":
                     self._finished = True
                     raise BrokerUnavailable(item[1])
@@ -106,11 +122,14 @@ class PipelinedPublisher:
 
     def finish(self) -> None:
         """Wait until every queued message is published and confirmed."""
-        self._requests.put(_STOP)
+        self._put(_STOP)
         self._collect(block=True)
         self._process.join(timeout=30)
 
     def abort(self) -> None:
+        """Stop publishing now. Requests not yet sent are dropped: they are not in the manifest, so a re-run sends
+        them."""
+        self._requests.cancel_join_thread()  # or exit would wait to flush them into a pipe nobody reads
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout=10)

@@ -45,7 +45,7 @@ def check_broker(app: Celery, timeout: float = 5.0) -> None:
 
 class Publisher:
     def __init__(self, app: Celery, queue: str, max_queued: int, priority: int | None = None,
-                 poll_s: float = 0.5, on_wait: Callable[[], None] | None = None) -> None:
+                 poll_s: float = 0.5, on_wait: Callable[[int], None] | None = None) -> None:
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
         self.app = app
@@ -53,7 +53,8 @@ class Publisher:
         self.max_queued = max_queued
         self.priority = priority
         self.poll_s = poll_s
-        self.on_wait = on_wait  # called before blocking on a full queue (to report progress made so far)
+        # called with the queue length each time it blocks on a full queue (to report progress, and why it waits)
+        self.on_wait = on_wait
         self._room = 0
         self.published = 0
         self.waited_s = 0.0
@@ -86,11 +87,12 @@ class Publisher:
     def _wait_for_room(self) -> None:
         started = time.monotonic()
         while True:
-            self._room = self.max_queued - self.waiting()
+            length = self.waiting()
+            self._room = self.max_queued - length
             if self._room > 0:
                 break
             if self.on_wait is not None:
-                self.on_wait()
+                self.on_wait(length)
             time.sleep(self.poll_s)
         self.waited_s += time.monotonic() - started
 

@@ -130,7 +130,7 @@ def test_manifest_keeps_raw_and_normalised_text(tmp_path):
 def test_resume_rebuilds_exactly_the_enqueued_job(quijote, assemble):
     """``resume`` rebuilds a job from its manifest line: the same job (hash, task id, and the ``assemble`` flag that
     makes workers count it towards its chapter)."""
-    from producer.enqueue import book_record, entry_job, single_messages, single_task_id
+    from producer.jobs import book_record, entry_job, single_messages, single_task_id
     from worker.contract import JobParams, VoiceSpec
 
     record = book_record("q", "books", VoiceSpec(ref_audio="voices/v.wav", ref_text="Hola."), JobParams(), "es",
