@@ -47,7 +47,7 @@ def remember_worker(sender, **_) -> None:
 
 @signals.worker_ready.connect
 def log_ready(**_) -> None:
-    log.info("worker ready for jobs")
+    log.info("worker ready for jobs (f5-batch code from %s)", os.path.dirname(os.path.dirname(__file__)))
 
 
 @signals.worker_shutting_down.connect
