@@ -68,6 +68,27 @@ def engine(engine_settings):
     return Engine.build(engine_settings)
 
 
+@pytest.fixture(scope="session")
+def base_like_engine(engine_settings, tmp_path_factory):
+    """F5TTS_Base's variant of the DiT at tiny size: rotary on one head only, and no text padding mask, which is why
+    each row's text embedding is computed at its own length."""
+    import yaml
+
+    from worker.engine.engine import Engine
+    from worker.engine.loading import packaged_vocab
+    from worker.engine.presets import TINY_ARCH, ModelPreset
+    from worker.engine.random_weights import write_random_files
+
+    arch = {**TINY_ARCH, "text_mask_padding": False, "pe_attn_head": 1, "conv_layers": 2}
+    folder = tmp_path_factory.mktemp("base-like")
+    ckpt, vocoder = write_random_files(ModelPreset(name="base-like", arch=arch, vocoder_size="tiny"),
+                                       packaged_vocab(), folder)
+    config = folder / "base_like.yaml"
+    config.write_text(yaml.safe_dump({"model": {"backbone": "DiT", "arch": arch}}))
+    return Engine.build(engine_settings.model_copy(update={"model": str(config), "ckpt_file": str(ckpt),
+                                                           "vocoder_path": str(vocoder)}))
+
+
 # --------------------------------------------------------------------------------------------- real services
 
 from tests.services import RedisServer, S3Server, WorkerProcess, s3_env  # noqa: E402

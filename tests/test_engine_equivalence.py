@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,14 +40,10 @@ def _upstream_pair(cache: dict, engine):
     from f5_tts.model import DiT
 
     from worker.engine.loading import packaged_vocab
-    from worker.engine.random_weights import write_random_files
 
     key = engine.preset.name
     if key not in cache:
-        root = Path(engine.settings.ckpt_file).parent if engine.settings.ckpt_file else Path(
-            engine.settings.random_cache_dir)
-        ckpt, vocoder = (Path(engine.settings.ckpt_file), Path(engine.settings.vocoder_path)) \
-            if engine.settings.ckpt_file else write_random_files(engine.preset, packaged_vocab(), root)
+        ckpt, vocoder = engine.loaded.files.checkpoint, engine.loaded.files.vocoder
         model = upstream.load_model(DiT, dict(engine.preset.arch), str(ckpt), vocab_file=str(packaged_vocab()),
                                     device="cpu")
         cache[key] = (model, upstream.load_vocoder(is_local=True, local_path=str(vocoder), device="cpu"))
@@ -155,27 +150,6 @@ def test_noise_is_upstreams_manual_seed_stream():
     assert torch.equal(torch.random.get_rng_state(), state), "global RNG must not move"
     torch.manual_seed(77)
     assert torch.equal(ours, torch.randn(50, 100))
-
-
-@pytest.fixture(scope="module")
-def base_like_engine(engine_settings, tmp_path_factory):
-    """F5TTS_Base's variant of the DiT at tiny size: rotary on one head only, and no text padding mask, which is why
-    each row's text embedding is computed at its own length."""
-    import yaml
-
-    from worker.engine.engine import Engine
-    from worker.engine.loading import packaged_vocab
-    from worker.engine.presets import TINY_ARCH, ModelPreset
-    from worker.engine.random_weights import write_random_files
-
-    arch = {**TINY_ARCH, "text_mask_padding": False, "pe_attn_head": 1, "conv_layers": 2}
-    folder = tmp_path_factory.mktemp("base-like")
-    ckpt, vocoder = write_random_files(ModelPreset(name="base-like", arch=arch, vocoder_size="tiny"),
-                                       packaged_vocab(), folder)
-    config = folder / "base_like.yaml"
-    config.write_text(yaml.safe_dump({"model": {"backbone": "DiT", "arch": arch}}))
-    return Engine.build(engine_settings.model_copy(update={"model": str(config), "ckpt_file": str(ckpt),
-                                                           "vocoder_path": str(vocoder)}))
 
 
 def test_base_like_model_batch_equals_single_and_upstream(base_like_engine, upstream_models, ref_wav_path,

@@ -1,16 +1,16 @@
-"""Batch planning: which items run together in one sampling pass, and at what padded shape.
+"""Batch planning: which items run together in one sampling pass.
 
 Pure Python with no torch, so it is tested on CPU without a model and shared by the producer (grouping segments into
-``synthesize_batch`` jobs) and the worker (packing dynamic batches). Items are packed by a frame budget, longest first,
-so that items of similar length share a pass and padding stays small; shapes are rounded up to a small set of buckets
-so that a compiled worker reuses a bounded number of graphs.
+``synthesize_batch`` messages) and the worker (packing passes). Items are packed by a frame budget, longest first, and
+only items of one length bucket share a pass, so a pass pads each row by at most its bucket's width. A pass holds as
+many items as the budget allows: there is no cut to favoured batch sizes (the compiled DiT takes any size).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Frame buckets: a pass is padded to at most the next bucket (here ≤ 25% padding) and only items of one bucket share a
 # pass. Finer buckets mean less padding but more shapes to compile and record at warm-up.
@@ -29,10 +29,10 @@ class PlanItem:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """One sampling pass: its items, longest first, and the padded shape it runs at."""
+    """One sampling pass: its items, longest first, and its bucket (the longest length its rows may pad to)."""
 
     items: tuple[PlanItem, ...]
-    frames: int  # padded frame length: a bucket, or a multiple of OVERFLOW_GRANULE past the last bucket
+    frames: int  # the bucket: a bucket length, or a multiple of OVERFLOW_GRANULE past the last bucket
     group: Hashable = None
 
     @property
@@ -44,32 +44,29 @@ class BatchPlan:
         return self.size * self.frames
 
     @property
+    def longest(self) -> int:
+        return max(item.frames for item in self.items)
+
+    @property
     def fill(self) -> float:
-        """Share of the padded shape that carries real frames (1.0 means no padding)."""
-        return sum(item.frames for item in self.items) / self.padded_tokens
+        """Share of the pass that carries real frames when rows are padded to the longest (1.0: no padding)."""
+        return sum(item.frames for item in self.items) / (self.size * self.longest)
 
 
 @dataclass(frozen=True)
 class PlannerConfig:
-    """How passes are packed. ``frame_budget`` bounds ``batch × padded frames`` per pass (CFG doubles it on device)."""
+    """How passes are packed. ``frame_budget`` bounds ``rows × bucket frames`` per pass (CFG doubles it on device)."""
 
     frame_budget: int = 32_768
     max_batch: int = 64
     frame_buckets: tuple[int, ...] = DEFAULT_FRAME_BUCKETS
-    # When set, every pass has one of these sizes (compiled graphs are recorded per size); otherwise any size.
-    batch_sizes: tuple[int, ...] | None = None
-    _sorted_sizes: tuple[int, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         if self.frame_budget < 1 or self.max_batch < 1:
             raise ValueError(f"frame_budget and max_batch must be ≥ 1, got {self.frame_budget}, {self.max_batch}")
         if not self.frame_buckets or any(b < 1 for b in self.frame_buckets):
             raise ValueError(f"frame_buckets must be positive, got {self.frame_buckets}")
-        sizes = tuple(sorted(set(self.batch_sizes or ())))
-        if self.batch_sizes is not None and (not sizes or sizes[0] != 1):
-            raise ValueError(f"batch_sizes must include 1, got {self.batch_sizes}")
         object.__setattr__(self, "frame_buckets", tuple(sorted(set(self.frame_buckets))))
-        object.__setattr__(self, "_sorted_sizes", sizes)
 
     def bucket_frames(self, frames: int) -> int:
         for bucket in self.frame_buckets:
@@ -80,28 +77,16 @@ class PlannerConfig:
     def fits(self, size: int, frames: int) -> bool:
         return size <= self.max_batch and size * self.bucket_frames(frames) <= self.frame_budget
 
-    def largest_size_at_most(self, n: int) -> int:
-        if not self._sorted_sizes:
-            return n
-        return max(size for size in self._sorted_sizes if size <= n)
-
-    def shapes(self) -> list[tuple[int, int]]:
-        """Every (batch, frames) shape a plan can produce within the buckets: what warm-up must cover."""
-        sizes = self._sorted_sizes or tuple(2**k for k in range(int(math.log2(self.max_batch)) + 1))
-        return [
-            (size, bucket)
-            for bucket in self.frame_buckets
-            for size in sizes
-            if size == 1 or (size <= self.max_batch and size * bucket <= self.frame_budget)
-        ]
+    def full(self, plan: BatchPlan) -> bool:
+        """No further item of its bucket could join this pass."""
+        return not self.fits(plan.size + 1, plan.frames)
 
 
 def plan_batches(items: Iterable[PlanItem], config: PlannerConfig) -> list[BatchPlan]:
     """Pack items into passes: per group, longest first, items of one frame bucket per pass, as many as the budget
     allows.
 
-    An item too long for the budget on its own still runs, alone. With ``batch_sizes`` set, a pass is cut down to
-    the largest allowed size and the rest carry over to the next pass, so no dummy rows are ever computed.
+    An item too long for the budget on its own still runs, alone.
     """
     by_group: dict[Hashable, list[PlanItem]] = {}
     for item in items:
@@ -127,4 +112,4 @@ def _fill_count(queue: Sequence[PlanItem], config: PlannerConfig) -> int:
     while (count < len(queue) and config.fits(count + 1, longest)
            and config.bucket_frames(queue[count].frames) == bucket):
         count += 1
-    return config.largest_size_at_most(count)
+    return count

@@ -14,7 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
 
 from worker.engine.precision import PRECISION_CHOICES
-from worker.planner import DEFAULT_FRAME_BUCKETS, PlannerConfig
+from worker.planner import DEFAULT_FRAME_BUCKETS
 from worker.speech import DEFAULT_MAX_REFERENCE_SECONDS, MIN_REFERENCE_SECONDS
 
 
@@ -38,11 +38,14 @@ class EngineConfig(BaseModel):
     precision: str = Field("auto", validation_alias=_env("F5_PRECISION"))
     device: str | None = Field(None, validation_alias=_env("F5_DEVICE"), description="cuda, cuda:N or cpu; auto.")
     compile: bool | None = Field(None, validation_alias=_env("ENABLE_TORCH_COMPILE"), description="Default: on CUDA.")
-    compile_mode: str = Field("reduce-overhead", validation_alias=_env("F5_COMPILE_MODE"))
+    compile_mode: str = Field("default", validation_alias=_env("F5_COMPILE_MODE"),
+                              description="torch.compile mode; reduce-overhead adds CUDA graphs (one per shape).")
     cudnn_benchmark: bool = Field(True, validation_alias=_env("ENABLE_CUDNN_BENCHMARK"))
     matmul_precision: Literal["highest", "high", "medium"] = Field(
         "high", validation_alias=_env("TORCH_MATMUL_PRECISION"))
-    frame_budget: int = Field(32_768, ge=256, validation_alias=_env("F5_BATCH_FRAMES"))
+    frame_budget: int | None = Field(
+        None, ge=256, validation_alias=_env("F5_BATCH_FRAMES"),
+        description="Rows × frames per pass. Unset: sized from the GPU's free memory (CPU: 32768).")
     max_batch: int = Field(64, ge=1, le=1024, validation_alias=_env("F5_MAX_BATCH"))
     frame_buckets: Annotated[tuple[int, ...], NoDecode] = Field(
         DEFAULT_FRAME_BUCKETS, validation_alias=_env("F5_FRAME_BUCKETS"))
@@ -66,8 +69,3 @@ class EngineConfig(BaseModel):
         if isinstance(value, str):
             return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
         return value
-
-    def planner_config(self, compiled: bool) -> PlannerConfig:
-        sizes = tuple(2**k for k in range(self.max_batch.bit_length()) if 2**k <= self.max_batch) if compiled else None
-        return PlannerConfig(frame_budget=self.frame_budget, max_batch=self.max_batch,
-                             frame_buckets=self.frame_buckets, batch_sizes=sizes)

@@ -1,9 +1,14 @@
-"""The engine: a model built once, turning batches of synthesis requests into waveforms.
+"""The engine: a model built once, turning synthesis requests into waveforms, one sampling pass at a time.
 
-Celery-free. ``Engine.build`` loads the preset, checkpoint, vocab and vocoder, applies the precision policy and the
-CUDA flags, and compiles; ``warm_up`` covers every bucket shape before the first job; ``synthesize`` chunks each
-request's text by upstream's rules, plans passes by frame budget across all requests, samples, vocodes, and stitches
-each request's chunks with upstream's cross-fade. A bad request fails alone; the others still get their audio.
+Celery-free. A request is *prepared* on the CPU side (reference, upstream's chunking, tokens, durations) into chunks;
+chunks of any requests that share a precision, step count, sway and CFG setting can run together in one *pass*
+(sample, then vocode, batched); a request is *finished* when all its chunks have audio (upstream's cross-fade, on the
+device, then one copy to the host). ``synthesize`` does all three for a list of requests; the worker's scheduler calls
+the steps itself so that chunks of many jobs fill each pass.
+
+Precision: on a bf16 or fp16 worker the DiT's weights live in that dtype (``build``). A job with ``use_fp16: false``
+runs in fp32 on a full-precision copy of the weights, loaded from the checkpoint the first time such a job comes
+(+4 bytes per parameter, 1.35 GB for F5TTS_v1_Base, kept for the process's life) and run eagerly, uncompiled.
 """
 
 from __future__ import annotations
@@ -12,8 +17,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
@@ -21,15 +25,14 @@ import torch
 from cachetools import LRUCache
 
 from worker.contract import JobParams
-from worker.engine import loading, reference, runtime
+from worker.engine import build, faults, reference, runtime
 from worker.engine.config import EngineConfig
-from worker.engine.precision import Precision, job_precision, resolve_precision
-from worker.engine.presets import ModelPreset, load_preset
-from worker.engine.random_weights import write_random_files
+from worker.engine.precision import Precision, job_precision
 from worker.engine.sampler import CFG_EPSILON, Sampler, SamplingRow, SamplingSpec
 from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
-from worker.errors import BadInputError, EngineBuildError
-from worker.planner import BatchPlan, PlanItem, PlannerConfig, plan_batches
+from worker.engine.vocoder import decode_rows
+from worker.errors import BadInputError, TransientError
+from worker.planner import PlanItem, PlannerConfig, plan_batches
 from worker.speech import (
     CROSS_FADE_SECONDS,
     TARGET_RMS,
@@ -41,33 +44,43 @@ from worker.speech import (
 
 log = logging.getLogger(__name__)
 
+CPU_FRAME_BUDGET = 32_768  # no memory to size passes by on a CPU; this keeps a pass's latency reasonable there
+
 
 @dataclass
-class _Chunk:
+class Chunk:
+    """One chunk of one request: a row for the sampler, and what finishing its audio needs."""
+
     row: SamplingRow
     ref_frames: int
     rms: float
-    group: tuple
-    seconds: float = 0.0
-    wave: torch.Tensor | None = field(default=None, repr=False)
+    group: tuple  # (precision, steps, sway, uses CFG): chunks of one group can share a pass
+    text: str
+
+    @property
+    def frames(self) -> int:
+        return self.row.frames
 
 
 @dataclass
 class PreparedRequest:
-    """A request after the CPU-side preparation, ready to join sampling passes (typed handoff to the batcher)."""
+    """A request after the CPU-side preparation, ready to join sampling passes (typed handoff to the scheduler)."""
 
     request: SynthesisRequest
-    chunks: list[_Chunk]
+    chunks: list[Chunk]
     error: BadInputError | None
 
     @property
     def frames(self) -> int:
-        return sum(chunk.row.frames for chunk in self.chunks)
+        return sum(chunk.frames for chunk in self.chunks)
 
-    def fresh_chunks(self) -> list[_Chunk]:
-        """Chunks with no audio yet: a prepared request can be executed again (for example alone, after a failure)."""
-        self.chunks = [replace(chunk, wave=None, seconds=0.0) for chunk in self.chunks]
-        return self.chunks
+
+@dataclass
+class PassResult:
+    waves: list[torch.Tensor]  # one waveform per chunk, in order, on the device
+    seconds: float
+    padded_frames: int
+    recompiles: int = 0  # graphs torch.compile built during this pass (0 after a complete warm-up)
 
 
 @dataclass(frozen=True)
@@ -75,35 +88,40 @@ class WarmupReport:
     shapes: int
     graphs: int
     seconds: float
+    frame_budget: int
+    parameter_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
-    """One model on one device. Not thread-safe: a worker process owns one engine and calls it from one thread."""
+    """One model on one device. Not thread-safe: one thread runs passes; ``prepare`` may run in another."""
 
-    def __init__(self, *, preset: ModelPreset, model: torch.nn.Module, vocoder: torch.nn.Module,
-                 vocab: dict[str, int], device: torch.device, precision: Precision, settings: EngineConfig,
-                 compiled: bool) -> None:
-        self.preset = preset
-        self.model = model
-        self.vocoder = vocoder
-        self.vocab = vocab
-        self.device = device
-        self.precision = precision
-        self.settings = settings
+    def __init__(self, loaded: build.LoadedModel, config: EngineConfig, compiled: bool, frame_budget: int) -> None:
+        self.loaded = loaded
+        self.config = config
+        self.preset = loaded.preset
+        self.model = loaded.model
+        self.vocoder = loaded.vocoder
+        self.vocab = loaded.vocab
+        self.device = loaded.device
+        self.precision: Precision = loaded.precision
         self.compiled = compiled
-        self.planner: PlannerConfig = settings.planner_config(compiled)
+        self.planner = PlannerConfig(frame_budget=frame_budget, max_batch=config.max_batch,
+                                     frame_buckets=config.frame_buckets)
         self.max_chunk_frames = self.planner.frame_buckets[-1]
-        forward = None
-        if compiled:
-            forward = runtime.compile_transformer(model.transformer, device, settings.compile_mode,
-                                                  len(self.planner.shapes()))
-        self.sampler = Sampler(model, device, forward)
-        self._voices: LRUCache = LRUCache(maxsize=settings.voice_cache_size)
-        self.pass_observers: list[Callable[[int, int, float], None]] = []  # (rows, padded frames, seconds)
+        self.cuda_graphs = compiled and self.device.type == "cuda" and runtime.uses_cuda_graphs(config.compile_mode)
+        forward = runtime.compile_transformer(self.model.transformer, self.device, config.compile_mode) \
+            if compiled else None
+        self._samplers: dict[str, Sampler] = {self.precision: Sampler(self.model, self.device, forward)}
+        self._voices: LRUCache = LRUCache(maxsize=config.voice_cache_size)
+        self._served_graphs: int | None = None
 
     @property
     def model_name(self) -> str:
         return self.preset.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.loaded.fingerprint
 
     @property
     def sample_rate(self) -> int:
@@ -112,58 +130,68 @@ class Engine:
     # ----------------------------------------------------------------------------------------------- building
 
     @classmethod
-    def build(cls, settings: EngineConfig) -> Engine:
-        device = runtime.select_device(settings.device)
-        try:
-            precision = resolve_precision(settings.precision, device.type, runtime.capability(device))
-            preset = load_preset(settings.model)
-        except (ValueError, BadInputError) as exc:
-            raise EngineBuildError(str(exc)) from exc
-        runtime.configure_backends(device, cudnn_benchmark=settings.cudnn_benchmark,
-                                   matmul_precision=settings.matmul_precision)
-        vocab_spec = settings.vocab_file or preset.vocab
-        vocab_path = loading.resolve_file(vocab_spec, "F5_VOCAB_FILE", settings.hf_cache_dir) if vocab_spec \
-            else loading.packaged_vocab()
-        ckpt_path, vocoder_dir = cls._weights(preset, settings, vocab_path)
-        vocab = loading.load_vocab(vocab_path)
-        model = loading.build_model(preset, vocab)
-        loading.load_weights(model, loading.read_state_dict(ckpt_path),
-                             {"checkpoint": ckpt_path, "vocab": vocab_path, "model": settings.model})
-        model = model.to(device).eval()
-        vocoder = loading.load_vocoder(vocoder_dir).to(device)
-        compiled = settings.compile if settings.compile is not None else device.type == "cuda"
-        log.info("engine: model %s (%s) on %s, precision %s, compile %s", preset.name, ckpt_path, device,
-                 precision, compiled)
-        return cls(preset=preset, model=model, vocoder=vocoder, vocab=vocab, device=device, precision=precision,
-                   settings=settings, compiled=compiled)
+    def build(cls, config: EngineConfig) -> Engine:
+        loaded = build.load(config)
+        compiled = config.compile if config.compile is not None else loaded.device.type == "cuda"
+        missing = runtime.compiler_missing() if compiled else None
+        if missing:
+            log.warning("torch.compile is off: %s. The engine runs eagerly (correct, slower); install a compiler "
+                        "(apt-get install gcc) or set ENABLE_TORCH_COMPILE=0 to silence this.", missing)
+            compiled = False
+        budget = config.frame_budget or cls._sized_budget(loaded, config)
+        log.info("engine: compile %s, %d frames per pass (%s)", compiled, budget,
+                 "F5_BATCH_FRAMES" if config.frame_budget else "sized from the device")
+        return cls(loaded, config, compiled, budget)
 
     @staticmethod
-    def _weights(preset: ModelPreset, settings: EngineConfig, vocab_path: Path) -> tuple[Path, Path]:
-        """Checkpoint and vocoder folder: from settings, else the preset's defaults, else random files."""
-        random_files = None
-        if preset.random_weights:
-            root = Path(settings.random_cache_dir or Path.home() / ".cache" / "f5-batch" / "random")
-            random_files = write_random_files(preset, vocab_path, root)
-        ckpt_spec = settings.ckpt_file or preset.ckpt
-        if ckpt_spec:
-            ckpt = loading.resolve_file(ckpt_spec, "F5_CKPT_FILE", settings.hf_cache_dir)
-        elif random_files is not None:
-            ckpt = random_files[0]
-        else:
-            raise EngineBuildError(f"model {settings.model} names no checkpoint: set F5_CKPT_FILE")
-        vocoder_spec = settings.vocoder_path or preset.vocoder
-        if vocoder_spec:
-            return ckpt, loading.resolve_vocoder_folder(vocoder_spec, "F5_VOCODER_PATH", settings.hf_cache_dir)
-        if random_files is None:
-            raise EngineBuildError(f"model {settings.model} names no vocoder: set F5_VOCODER_PATH")
-        return ckpt, random_files[1]
+    def _sized_budget(loaded: build.LoadedModel, config: EngineConfig) -> int:
+        """The pass budget from the GPU's free memory, at the measured cost of a frame-row (CPU: a fixed budget)."""
+        if loaded.device.type != "cuda":
+            return CPU_FRAME_BUDGET
+        longest = max(config.frame_buckets)
+        probe = Sampler(loaded.model, loaded.device)
+        rows = [SamplingRow(torch.zeros(longest // 2, probe.n_mels, device=loaded.device),
+                            torch.zeros(8, dtype=torch.long, device=loaded.device), longest, i, 2.0) for i in range(2)]
+        torch.cuda.synchronize(loaded.device)
+        torch.cuda.reset_peak_memory_stats(loaded.device)
+        base = torch.cuda.memory_allocated(loaded.device)
+        probe.sample(rows, SamplingSpec(1, -1.0, longest, loaded.precision, True, compiled=False))
+        per_frame = (torch.cuda.max_memory_allocated(loaded.device) - base) / (2 * longest)
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(loaded.device)
+        budget = runtime.frame_budget_from_memory(free, per_frame, max_batch=config.max_batch, longest_bucket=longest)
+        log.info("engine: %.1f GB free, %.0f KB per frame-row with CFG: %d frames per pass", free / 1e9,
+                 per_frame / 1e3, budget)
+        return budget
+
+    def parameter_bytes(self) -> dict[str, int]:
+        sizes = {"dit": build.parameter_bytes(self.model.transformer), "vocoder": build.parameter_bytes(self.vocoder)}
+        if "fp32" in self._samplers and self.precision != "fp32":
+            sizes["dit_fp32_copy"] = build.parameter_bytes(self._samplers["fp32"].transformer)
+        return sizes
+
+    def _sampler(self, precision: Precision) -> Sampler:
+        sampler = self._samplers.get(precision)
+        if sampler is None:  # a use_fp16=false job on a half-precision worker: the full-precision copy, once
+            log.info("loading a full-precision copy of the weights for use_fp16=false jobs")
+            loaded = self.loaded
+            model = build.read_model(loaded.preset, loaded.vocab, loaded.files, self.config.model).to(self.device)
+            sampler = self._samplers[precision] = Sampler(model, self.device)
+        return sampler
 
     def warm_up(self) -> WarmupReport:
-        """Compile and record every bucket shape now, then run one real request end to end."""
+        """Compile every path a job can take (CFG on and off; one row and several) and run them at every bucket,
+        then one real request end to end. Later compiles are counted as recompiles."""
         start = time.perf_counter()
-        shapes = self.planner.shapes() if self.compiled else []
-        for batch, frames in shapes:
-            self.sampler.warm_up_shape(batch, frames, self.precision)
+        shapes = 0
+        sampler = self._samplers[self.precision]
+        if self.compiled:
+            for bucket in self.planner.frame_buckets:
+                widest = max(1, min(self.planner.max_batch, self.planner.frame_budget // bucket))
+                for batch in sorted({1, min(2, widest), widest}):
+                    for use_cfg in (True, False):
+                        sampler.warm_up(batch, bucket, self.precision, use_cfg)
+                        shapes += 1
         tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(1.5 * self.sample_rate)) / self.sample_rate)
         buffer = io.BytesIO()
         sf.write(buffer, tone.astype(np.float32), self.sample_rate, format="WAV", subtype="PCM_16")
@@ -171,12 +199,14 @@ class Engine:
                                    JobParams(nfe_step=2), seed=0)
         self.synthesize([request])
         graphs = runtime.compiled_graph_count() if self.compiled else 0
-        report = WarmupReport(shapes=len(shapes), graphs=graphs, seconds=time.perf_counter() - start)
-        log.info("warm-up: %d bucket shapes, %d compiled graphs, %.1f s", report.shapes, report.graphs,
-                 report.seconds)
+        self._served_graphs = graphs
+        report = WarmupReport(shapes, graphs, time.perf_counter() - start, self.planner.frame_budget,
+                              self.parameter_bytes())
+        log.info("warm-up: %d shapes, %d compiled graphs, %.1f s; parameters %s", report.shapes, report.graphs,
+                 report.seconds, {k: f"{v / 1e6:.1f} MB" for k, v in report.parameter_bytes.items()})
         return report
 
-    # ----------------------------------------------------------------------------------------------- running
+    # ----------------------------------------------------------------------------------------------- preparing
 
     def voice(self, audio: bytes, preprocess: bool) -> reference.PreparedVoice:
         """The prepared reference for a clip, from the per-process cache when this clip was seen before."""
@@ -184,34 +214,17 @@ class Engine:
         cached = self._voices.get(digest)
         if cached is None:
             cached = reference.prepare(audio, preprocess, sample_rate=self.sample_rate, mel_fn=self.model.mel_spec,
-                                       device=self.device, max_seconds=self.settings.max_reference_seconds)
+                                       device=self.device, max_seconds=self.config.max_reference_seconds)
             self._voices[digest] = cached
         return cached
 
-    def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutput]:
-        """Prepare and execute together: every request's chunks share the planned passes."""
-        return self.execute([self.prepare(request) for request in requests])
-
     def prepare(self, request: SynthesisRequest) -> PreparedRequest:
-        """The CPU-side work for one request (reference, chunking, tokens, durations); bad input is kept, not
-        raised, so that the request fails alone."""
+        """The CPU-side work for one request; bad input is kept, not raised, so that the request fails alone."""
         try:
             chunks = self._chunks(request)
         except BadInputError as exc:
             return PreparedRequest(request, [], exc)
         return PreparedRequest(request, chunks, None)
-
-    def execute(self, prepared: Sequence[PreparedRequest]) -> list[SynthesisOutput]:
-        """Sample every prepared request's chunks in planned passes, vocode, and stitch each request's audio."""
-        outputs = [SynthesisOutput(seed=p.request.seed, sample_rate=self.sample_rate, error=p.error)
-                   for p in prepared]
-        chunks = [chunk for p in prepared for chunk in p.fresh_chunks()]
-        owners = [index for index, p in enumerate(prepared) for _ in p.chunks]
-        items = [PlanItem(id=k, frames=chunk.row.frames, group=chunk.group) for k, chunk in enumerate(chunks)]
-        for plan in plan_batches(items, self.planner):
-            self._run_pass(plan, chunks)
-        self._collect(chunks, owners, outputs)
-        return outputs
 
     def _tokens(self, text: str) -> list[str]:
         from f5_tts.model.utils import convert_char_to_pinyin
@@ -229,7 +242,7 @@ class Engine:
         if unknown:
             log.warning("characters outside the vocab are spoken as spaces: %s", "".join(unknown)[:50])
 
-    def _chunks(self, request: SynthesisRequest) -> list[_Chunk]:
+    def _chunks(self, request: SynthesisRequest) -> list[Chunk]:
         from f5_tts.model.utils import list_str_to_idx
 
         params = request.params
@@ -254,56 +267,91 @@ class Engine:
                     f"{limit:.0f} s); split long sentences (the producer does) or add punctuation", "text")
             tokens = list_str_to_idx([symbols], self.vocab)[0].to(self.device)
             row = SamplingRow(voice.mel, tokens, frames, (request.seed + order) % 2**63, params.cfg_strength)
-            chunks.append(_Chunk(row, voice.ref_frames, voice.rms, group))
+            chunks.append(Chunk(row, voice.ref_frames, voice.rms, group, piece))
         return chunks
 
-    def _run_pass(self, plan: BatchPlan, chunks: list[_Chunk]) -> None:
-        precision, steps, sway, use_cfg = plan.group
-        compiled = self.compiled and precision == self.precision
-        rows = [chunks[item.id].row for item in plan.items]
-        spec = SamplingSpec(steps, sway, plan.frames if compiled else plan.items[0].frames, precision, use_cfg,
-                            compiled)
+    # ----------------------------------------------------------------------------------------------- passes
+
+    def run_pass(self, chunks: Sequence[Chunk], should_stop: Callable[[], bool] | None = None) -> PassResult:
+        """Sample and vocode chunks of one group together. Out of memory anywhere in the pass splits it in halves
+        (a single chunk out of memory is a transient error); a lost device raises ``DeviceLostError``."""
         start = time.perf_counter()
         try:
-            mel = self.sampler.sample(rows, spec)
-        except torch.OutOfMemoryError:
-            if plan.size == 1:
-                raise
-            torch.cuda.empty_cache()
-            half = plan.size // 2
-            log.warning("out of memory at %d rows × %d frames; splitting the pass", plan.size, plan.frames)
-            for part in (plan.items[:half], plan.items[half:]):
-                self._run_pass(BatchPlan(part, self.planner.bucket_frames(part[0].frames), plan.group), chunks)
-            return
-        with torch.inference_mode():
-            for row_index, item in enumerate(plan.items):
-                chunk = chunks[item.id]
-                generated = mel[row_index, chunk.ref_frames : chunk.row.frames]
-                wave = self.vocoder.decode(generated.transpose(0, 1).unsqueeze(0))[0]
-                chunk.wave = wave * (chunk.rms / TARGET_RMS) if chunk.rms < TARGET_RMS else wave
+            faults.before_pass(chunk.text for chunk in chunks)
+            waves, padded = self._run_rows(list(chunks), should_stop)
+        except RuntimeError as exc:
+            if runtime.is_fatal_device_error(exc):
+                raise runtime.DeviceLostError(str(exc)) from exc
+            raise
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - start
-        total = sum(item.frames for item in plan.items)
-        for item in plan.items:
-            chunks[item.id].seconds = elapsed * item.frames / total
-        log.debug("pass: %d rows × %d frames (fill %.0f%%, %s, nfe %d) in %.3f s", plan.size, spec.padded_frames,
-                  100 * plan.fill, precision, steps, elapsed)
-        for observer in self.pass_observers:
-            observer(plan.size, spec.padded_frames, elapsed)
+        return PassResult(waves, time.perf_counter() - start, padded, self._new_graphs(chunks[0].group[0]))
 
-    def _collect(self, chunks: list[_Chunk], owners: list[int], outputs: list[SynthesisOutput]) -> None:
-        by_request: dict[int, list[_Chunk]] = {}
-        for chunk, owner in zip(chunks, owners, strict=True):
-            by_request.setdefault(owner, []).append(chunk)
-        fade = int(CROSS_FADE_SECONDS * self.sample_rate)
-        for index, parts in by_request.items():
-            out = outputs[index]
-            waveform = cross_fade([part.wave for part in parts], fade)
-            out.waveform = waveform.float().cpu().numpy()
-            out.inference_s = sum(part.seconds for part in parts)
-            out.chunks = len(parts)
-            out.precision = parts[0].group[0]
+    def _run_rows(self, chunks: list[Chunk], should_stop) -> tuple[list[torch.Tensor], int]:
+        try:
+            return self._sample_and_vocode(chunks, should_stop)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            longest = max(chunk.frames for chunk in chunks)
+            if len(chunks) == 1:
+                raise TransientError(f"out of memory for one chunk of {longest} frames; the job will be retried "
+                                     "(lower F5_BATCH_FRAMES if this repeats)") from None
+            log.warning("out of memory at %d rows × %d frames; splitting the pass", len(chunks), longest)
+            half = len(chunks) // 2
+            first, padded = self._run_rows(chunks[:half], should_stop)
+            second, _ = self._run_rows(chunks[half:], should_stop)
+            return first + second, padded
+
+    def _sample_and_vocode(self, chunks: list[Chunk], should_stop) -> tuple[list[torch.Tensor], int]:
+        precision, steps, sway, use_cfg = chunks[0].group
+        sampler = self._sampler(precision)
+        compiled = self.compiled and precision == self.precision
+        longest = max(chunk.frames for chunk in chunks)
+        padded = self.planner.bucket_frames(longest) if self.cuda_graphs else longest
+        spec = SamplingSpec(steps, sway, padded, precision, use_cfg, compiled)
+        mel = sampler.sample([chunk.row for chunk in chunks], spec, should_stop)
+        generated = [mel[i, chunk.ref_frames : chunk.frames] for i, chunk in enumerate(chunks)]
+        waves = decode_rows(self.vocoder, generated)
+        return [wave * (chunk.rms / TARGET_RMS) if chunk.rms < TARGET_RMS else wave
+                for wave, chunk in zip(waves, chunks, strict=True)], padded
+
+    def _new_graphs(self, precision: Precision) -> int:
+        if not self.compiled or self._served_graphs is None or precision != self.precision:
+            return 0
+        graphs = runtime.compiled_graph_count()
+        new, self._served_graphs = graphs - self._served_graphs, graphs
+        if new:
+            log.warning("torch.compile built %d new graph(s) while serving: warm-up did not cover this path", new)
+        return new
+
+    def finish(self, prepared: PreparedRequest, waves: Sequence[torch.Tensor], seconds: float) -> SynthesisOutput:
+        """A request's audio from its chunks' waveforms: upstream's cross-fade on the device, then to the host."""
+        out = SynthesisOutput(seed=prepared.request.seed, sample_rate=self.sample_rate, error=prepared.error)
+        if prepared.error is None:
+            fade = int(CROSS_FADE_SECONDS * self.sample_rate)
+            out.waveform = cross_fade(list(waves), fade).float().cpu().numpy()
+            out.inference_s = seconds
+            out.chunks = len(waves)
+            out.precision = prepared.chunks[0].group[0]
+        return out
+
+    def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisOutput]:
+        """Prepare, plan, run and finish together: every request's chunks share the planned passes."""
+        prepared = [self.prepare(request) for request in requests]
+        chunks = {(i, k): chunk for i, p in enumerate(prepared) for k, chunk in enumerate(p.chunks)}
+        waves: dict[tuple[int, int], torch.Tensor] = {}
+        seconds = [0.0] * len(prepared)
+        items = [PlanItem(key, chunk.frames, chunk.group) for key, chunk in chunks.items()]
+        for plan in plan_batches(items, self.planner):
+            keys = [item.id for item in plan.items]
+            result = self.run_pass([chunks[key] for key in keys])
+            total = sum(chunks[key].frames for key in keys)
+            for key, wave in zip(keys, result.waves, strict=True):
+                waves[key] = wave
+                seconds[key[0]] += result.seconds * chunks[key].frames / total
+        return [self.finish(p, [waves[(i, k)] for k in range(len(p.chunks))], seconds[i])
+                for i, p in enumerate(prepared)]
 
 
 def cross_fade(waves: Sequence[torch.Tensor], samples: int) -> torch.Tensor:

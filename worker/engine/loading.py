@@ -161,15 +161,3 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], files: 
         ]))
         raise EngineBuildError(f"checkpoint does not match the model config ({named}): {detail}")
     model.load_state_dict(state, strict=True)
-
-
-def load_vocoder(folder: Path) -> torch.nn.Module:
-    from vocos import Vocos
-
-    try:
-        vocoder = Vocos.from_hparams(str(folder / "config.yaml"))
-        state = torch.load(str(folder / "pytorch_model.bin"), map_location="cpu", weights_only=True)
-        vocoder.load_state_dict(state)
-    except Exception as exc:
-        raise EngineBuildError(f"vocoder in {folder} could not be loaded ({type(exc).__name__}: {exc})") from exc
-    return vocoder.eval()

@@ -1,10 +1,11 @@
 """Batched flow-matching sampling with the upstream DiT, so that a batched item equals the same item run alone.
 
-Upstream's ``CFM.sample`` takes one seed for a whole batch and computes text embeddings over the padded batch. Here
-each row gets its own noise (``torch.manual_seed(seed); torch.randn(frames, n_mels)``, drawn from a private generator
-so no global RNG state changes), and each row's text embedding is computed at its own length and handed to the DiT
-through its public text cache. Attention and the convolutional position embedding mask the padding. The ODE is
-upstream's: Euler steps on Empirically Pruned Step Sampling timesteps with sway, and classifier-free guidance.
+Upstream's ``CFM.sample`` takes one seed for a whole batch and embeds text over the padded batch. Here each row gets
+its own noise (``torch.manual_seed(seed); torch.randn(frames, n_mels)``, drawn from a private generator so no global
+RNG state changes), and the text embeddings of every row, conditional and unconditional, are computed in one call that
+equals each row's own-length embedding (``text_embedding``); they reach the DiT through its public text cache.
+Attention and the convolutional position embedding mask the padding. The ODE is upstream's: Euler steps on
+Empirically Pruned Step Sampling timesteps with sway, and classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from dataclasses import dataclass
 import torch
 
 from worker.engine.precision import Precision
+from worker.engine.text_embedding import pad_rows, text_embeddings
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CFG_EPSILON = 1e-5  # upstream skips the unconditional pass below this guidance strength
+
+
+class PassCancelled(Exception):
+    """Every job of a running pass was abandoned (time limit): the pass stops at its next step."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class SamplingSpec:
     padded_frames: int
     precision: Precision
     use_cfg: bool
-    compiled: bool  # run through the compiled DiT (shapes must be warmed-up buckets)
+    compiled: bool  # run through the compiled DiT
 
 
 def seeded_noise(seed: int, frames: int, channels: int, device: torch.device) -> torch.Tensor:
@@ -69,16 +75,8 @@ def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractC
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
-def _pad_stack(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
-    first = rows[0]
-    out = first.new_zeros((len(rows), length, *first.shape[1:]))
-    for i, row in enumerate(rows):
-        out[i, : row.shape[0]] = row
-    return out
-
-
 class Sampler:
-    """Runs sampling passes on one CFM model. ``forward`` is the DiT, or its compiled wrapper."""
+    """Runs sampling passes on one CFM model. ``compiled_forward`` is the compiled DiT, if any."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, compiled_forward: Callable | None = None):
         self.model = model
@@ -87,15 +85,16 @@ class Sampler:
         self.n_mels = int(model.num_channels)
         self.compiled_forward = compiled_forward
 
-    def _text_embeddings(self, rows: Sequence[SamplingRow], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's text embedding at its own length, as a lone run computes it, padded to the pass length."""
-        embed = self.transformer.text_embed
-        conds, unconds = [], []
-        for row in rows:
-            tokens = row.tokens.unsqueeze(0)
-            conds.append(embed(tokens, row.frames, drop_text=False)[0].float())
-            unconds.append(embed(tokens, row.frames, drop_text=True)[0].float())
-        return _pad_stack(conds, length), _pad_stack(unconds, length)
+    def _cache_text(self, rows: Sequence[SamplingRow], length: int, use_cfg: bool) -> None:
+        """Every row's conditional (and, with CFG, unconditional) text embedding, in one call."""
+        count = len(rows)
+        tokens = [row.tokens for row in rows] * (2 if use_cfg else 1)
+        frames = [row.frames for row in rows] * (2 if use_cfg else 1)
+        drop = [False] * count + ([True] * count if use_cfg else [])
+        embedded = text_embeddings(self.transformer.text_embed, tokens, frames, length, drop).float()
+        self.transformer.text_cond = embedded[:count]
+        # upstream reads its cache only when both halves are set; without CFG the second is never used
+        self.transformer.text_uncond = embedded[count:] if use_cfg else embedded[:count]
 
     def _velocity(self, forward: Callable, x, cond, t, mask, cfg, use_cfg: bool) -> torch.Tensor:
         if not use_cfg:
@@ -105,23 +104,29 @@ class Sampler:
         return pred + (pred - null_pred) * cfg
 
     @torch.inference_mode()
-    def sample(self, rows: Sequence[SamplingRow], spec: SamplingSpec) -> torch.Tensor:
+    def sample(self, rows: Sequence[SamplingRow], spec: SamplingSpec,
+               should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
         """Final mel frames ``(rows, padded_frames, n_mels)`` in fp32, reference region restored as upstream does."""
         length, device = spec.padded_frames, self.device
         frames = torch.tensor([row.frames for row in rows], device=device)
         cond_lens = torch.tensor([row.cond_mel.shape[0] for row in rows], device=device)
         positions = torch.arange(length, device=device).unsqueeze(0)
-        # A lone row with no padding needs no mask, so it runs the same unmasked kernels as upstream's single item.
-        mask = None if len(rows) == 1 and rows[0].frames == length else positions < frames.unsqueeze(1)
-        cond = _pad_stack([row.cond_mel for row in rows], length)
-        y = _pad_stack([seeded_noise(row.seed, row.frames, self.n_mels, device) for row in rows], length)
+        compiled = spec.compiled and self.compiled_forward is not None
+        # A lone eager row with no padding needs no mask, so it runs the same kernels as upstream's single item. The
+        # compiled DiT always gets a mask: one path, warmed up once.
+        unpadded = len(rows) == 1 and rows[0].frames == length
+        mask = None if unpadded and not compiled else positions < frames.unsqueeze(1)
+        cond = pad_rows([row.cond_mel for row in rows], length)
+        y = pad_rows([seeded_noise(row.seed, row.frames, self.n_mels, device) for row in rows], length)
         cfg = torch.tensor([row.cfg_strength for row in rows], device=device).view(-1, 1, 1)
         t = timesteps(spec.steps, spec.sway_sampling_coef, device)
-        forward = self.compiled_forward if (spec.compiled and self.compiled_forward is not None) else self.transformer
+        forward = self.compiled_forward if compiled else self.transformer
         with autocast(spec.precision, device):
-            self.transformer.text_cond, self.transformer.text_uncond = self._text_embeddings(rows, length)
+            self._cache_text(rows, length, spec.use_cfg)
             try:
                 for step in range(spec.steps):
+                    if should_stop is not None and should_stop():
+                        raise PassCancelled(f"abandoned after {step} of {spec.steps} steps")
                     velocity = self._velocity(forward, y, cond, t[step], mask, cfg, spec.use_cfg)
                     y = y + (t[step + 1] - t[step]) * velocity.float()
             finally:
@@ -130,20 +135,13 @@ class Sampler:
         return torch.where(in_reference, cond, y)
 
     @torch.inference_mode()
-    def warm_up_shape(self, batch: int, length: int, precision: Precision, use_cfg: bool = True) -> None:
-        """Run the compiled forward at one padded shape, enough times for compile and CUDA-graph recording."""
+    def warm_up(self, batch: int, length: int, precision: Precision, use_cfg: bool) -> None:
+        """Run the compiled forward once at one shape and CFG setting (compiling it if this path is new)."""
         if self.compiled_forward is None:
             return
-        device, text_dim = self.device, self.transformer.text_embed.text_embed.embedding_dim
-        x = torch.randn(batch, length, self.n_mels, device=device)
-        cond = torch.zeros_like(x)
-        mask = torch.ones(batch, length, dtype=torch.bool, device=device)
-        with autocast(precision, device):
-            text = torch.zeros(batch, length, text_dim, device=device)
-            self.transformer.text_cond, self.transformer.text_uncond = text, text.clone()
-            try:
-                for value in (0.0, 0.5, 0.9):
-                    self._velocity(self.compiled_forward, x, cond, torch.tensor(value, device=device), mask,
-                                   torch.ones(batch, 1, 1, device=device), use_cfg)
-            finally:
-                self.transformer.clear_cache()
+        device = self.device
+        rows = [SamplingRow(torch.zeros(length // 2, self.n_mels, device=device),
+                            torch.zeros(8, dtype=torch.long, device=device), length - i, i, 2.0)
+                for i in range(batch)]
+        spec = SamplingSpec(1, None, length, precision, use_cfg, compiled=True)
+        self.sample(rows, spec)

@@ -1,0 +1,42 @@
+"""Test-only fault injection, for the fault tests that need a fault no machine here can produce on demand.
+
+Off unless ``F5_TEST_FAULTS`` is set, which no deployment does. Each fault is ``kind:argument``, several joined by
+``;``:
+
+- ``kill:TEXT``: a pass holding a row whose text contains TEXT SIGKILLs its own process when it starts (a job that
+  crashes its process every time, as a codec segfault or an OOM kill would).
+- ``cuda-fatal-once:PATH``: the first pass after PATH is created (by anyone) fails with the error a lost CUDA context
+  raises ("CUDA error: an illegal memory access was encountered"), and PATH is removed, so it happens once. No GPU
+  here can fail on demand; everything after the raise is the real handling.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+ENV = "F5_TEST_FAULTS"
+
+
+def _faults() -> list[tuple[str, str]]:
+    spec = os.environ.get(ENV, "")
+    return [tuple(part.split(":", 1)) for part in spec.split(";") if ":" in part]  # type: ignore[misc]
+
+
+def before_pass(texts: Iterable[str]) -> None:
+    """Called at the start of every pass with the texts of its rows."""
+    faults = _faults()
+    if not faults:
+        return
+    texts = list(texts)
+    for kind, argument in faults:
+        if kind == "kill" and any(argument in text for text in texts):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "cuda-fatal-once":
+            marker = Path(argument)
+            if marker.exists():
+                marker.unlink(missing_ok=True)
+                raise RuntimeError("CUDA error: an illegal memory access was encountered (injected by "
+                                   f"{ENV} for a test)")
