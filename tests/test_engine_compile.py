@@ -57,8 +57,7 @@ def test_a_varied_mix_after_warm_up_never_recompiles(compiled, engine, ref_wav_b
         for group in (chunk.group, (*chunk.group[:3], False)):
             assert engine_c.run_pass([dataclasses.replace(at_bucket, group=group)]).recompiles == 0
     assert runtime.compiled_graph_count() == graphs, "a job compiled a new graph after warm-up"
-    for request, output in zip(requests[:4], singles, strict=True):
-        assert output.ok
+    assert all(output.ok for output in singles)
     for request, output in zip(requests, outputs, strict=True):
         eager = engine.synthesize([request])[0]
         assert np.abs(output.waveform - eager.waveform).max() <= 1e-4
