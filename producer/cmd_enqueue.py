@@ -167,7 +167,7 @@ def _run(settings, app, storage: Storage, record: BookRecord, files: ManifestFil
         from producer.autoassemble import ChapterCloser
         from worker.runtime.chapters import ChapterTracker
 
-        closer = ChapterCloser(ChapterTracker(settings.broker.resolved_result_backend), app, record.book,
+        closer = ChapterCloser(ChapterTracker.for_results(settings.broker), app, record.book,
                                {"prefix": record.prefix, "format": record.extra["assemble"]})
     already = set() if force else {(e.id, e.task_id) for e in files.read_entries()}
     files.write_record(record)
@@ -198,7 +198,7 @@ def _run(settings, app, storage: Storage, record: BookRecord, files: ManifestFil
 def _wait(app, settings, storage, files: ManifestFiles, prefix: str, book: str, interval_s: float) -> None:
     from worker.runtime.deadletter import DeadLetters
 
-    status = follow(app, storage, DeadLetters(settings.broker.resolved_result_backend), files.read_entries(),
+    status = follow(app, storage, DeadLetters.for_results(settings.broker), files.read_entries(),
                     prefix, book, interval_s=interval_s)
     if status.failed:
         for job_id, reason in sorted(status.failed.items())[:20]:

@@ -29,7 +29,7 @@ def status(book: str, as_json: bool, prefix: str, manifest_dir: Path) -> None:
         entries = load_entries(ManifestFiles(manifest_dir, book), storage, prefix, book)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    result = book_status(app, storage, DeadLetters(settings.broker.resolved_result_backend), entries, prefix, book)
+    result = book_status(app, storage, DeadLetters.for_results(settings.broker), entries, prefix, book)
     summary = result.summary()
     if as_json:
         click.echo(json.dumps({**summary, "failures": result.failed}, ensure_ascii=False, indent=2))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -143,9 +142,10 @@ def s3_env() -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``celery -A worker worker`` as a subprocess, with the tiny random model on CPU."""
+    """``celery -A worker worker`` as a subprocess, with the tiny random model on CPU: the default deployment
+    command (threads pool, one engine process per GPU or one on a CPU) unless ``extra_args`` say otherwise."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 1, name: str | None = None,
+    def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int | None = None, name: str | None = None,
                  extra_args: list[str] | None = None) -> None:
         self.name = name or f"w{uuid.uuid4().hex[:8]}@localhost"
         self.env = env
@@ -156,9 +156,10 @@ class WorkerProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, wait: bool = True) -> WorkerProcess:
-        args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO", "-P", "prefork",
-                "-c", str(self.concurrency), "-n", self.name, "--without-heartbeat", "--without-mingle",
-                "--without-gossip", *self.extra_args]
+        args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO", "-n", self.name,
+                "--without-heartbeat", "--without-mingle", "--without-gossip", *self.extra_args]
+        if self.concurrency is not None:
+            args += ["-c", str(self.concurrency)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -178,14 +179,19 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             text = self.log_path.read_text(errors="replace")[self._offset:]
-            engines = 1 if "threads" in self.extra_args or "solo" in self.extra_args else self.concurrency
-            return len(re.findall(r"engine ready in pool process", text)) >= engines and " ready." in text
+            engines = "engine ready in" in text or "F5_WORKER_ROLE" in self.env.get("F5_WORKER_ROLE", "")
+            return engines and " ready." in text
 
-        wait_until(ready, timeout, f"worker {self.name} to build {self.concurrency} engine(s)", interval=0.25)
+        wait_until(ready, timeout, f"worker {self.name} to start its engines", interval=0.25)
 
     def children(self) -> list[psutil.Process]:
-        """The prefork pool processes (those that run jobs)."""
-        return psutil.Process(self.process.pid).children()
+        """The engine processes (those that run the model): spawned children, not multiprocessing's helpers."""
+        found = []
+        for child in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(child.cmdline()):
+                    found.append(child)
+        return found
 
     def kill_child(self, sig: int = signal.SIGKILL) -> int:
         child = self.children()[0]
@@ -199,7 +205,7 @@ class WorkerProcess:
         if self.process is not None:
             _stop(self.process, sig, timeout)
             with contextlib.suppress(psutil.Error, ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # no orphaned pool children
+                os.killpg(self.process.pid, signal.SIGKILL)  # no orphaned engine processes
         if getattr(self, "_log", None):
             self._log.close()
         return self.process.returncode if self.process else None

@@ -1,4 +1,4 @@
-"""A worker under faults: a pool process SIGKILLed mid-job, the S3 endpoint down for 30 s. Real processes, real
+"""A worker under faults: its engine process SIGKILLed mid-job, the S3 endpoint down for 30 s. Real processes, real
 signals; nothing is lost and nothing is duplicated."""
 
 from __future__ import annotations
@@ -20,30 +20,31 @@ LONG_TEXT = ("Llegó, pues, el día, y el hidalgo, armado de todas sus armas, su
              "tomó su lanza y por la puerta falsa de un corral salió al campo con grandísimo contento. ") * 2
 
 
-def test_pool_process_killed_mid_job_is_redelivered_and_completed_once(redis_server, s3_server, voice_in_s3,
-                                                                      prepared_random_weights, service_dir):
-    queue = own_queue("poolkill")
+def test_engine_process_killed_mid_job_is_replaced_and_the_job_completed_once(redis_server, s3_server, voice_in_s3,
+                                                                              prepared_random_weights, service_dir):
+    queue = own_queue("enginekill")
     env = worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", prepared_random_weights, s3_server.endpoint,
                      VISIBILITY_TIMEOUT="60", TASK_TIME_LIMIT="50", TASK_SOFT_TIME_LIMIT="45", F5_QUEUE=queue)
-    worker = WorkerProcess(env, service_dir / "logs", concurrency=1).start()
+    worker = WorkerProcess(env, service_dir / "logs").start()
     try:
         client = plain_celery(redis_server.url)
-        result = client.send_task("f5tts.synthesize", kwargs={"job": job(LONG_TEXT, "kill/once.wav", nfe_step=64)},
-                                  queue=queue)
-        wait_until(lambda: result.state == "STARTED", 60, "the job to start")
-        time.sleep(1.0)
+        payload = {**job(LONG_TEXT, "kill/once.wav", nfe_step=64), "job_id": "kill-once"}
+        result = client.send_task("f5tts.synthesize", kwargs={"job": payload}, queue=queue)
+        # the engine counts a job as lost-if-it-dies when its pass starts: kill it then, mid-pass
+        wait_until(lambda: redis_server.client().get("f5tts:lost:kill-once") == b"1", 60, "the job's pass to start")
         killed = worker.kill_child(signal.SIGKILL)
         output = result.get(timeout=240)
         assert output["key"] == "kill/once.wav"
         listed = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/kill/")["Contents"]
         assert [item["Key"] for item in listed] == [f"{PREFIX}/kill/once.wav"]
-        # the pool process logs "succeeded" just after it stores the result that get() returned
         wait_until(lambda: f"{result.id}] succeeded" in worker.log(), 30, "the success log line")
         log = worker.log()
-        assert f"Process 'ForkPoolWorker-1' pid:{killed} exited with 'signal 9 (SIGKILL)'" in log
+        assert f"Engine-0 (pid {killed}) exited with code -9" in log and "Engine-0 is back after 1 restart" in log
         assert len(re.findall(rf"Task f5tts.synthesize\[{result.id}\] succeeded", log)) == 1
+        assert len(worker.children()) == 1 and worker.children()[0].pid != killed
         body = s3_server.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/kill/once.wav")["Body"].read()
         assert sf.info(io.BytesIO(body)).duration == pytest.approx(output["duration_s"], abs=1e-3)
+        assert redis_server.client().get("f5tts:lost:kill-once") is None  # stored: its history is forgotten
     finally:
         worker.stop()
 

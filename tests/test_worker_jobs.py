@@ -57,10 +57,16 @@ def test_plain_client_job_by_name_lands_in_s3_with_metadata(s3_worker, redis_ser
 
 
 def test_batch_returns_a_result_per_item_and_a_bad_item_fails_alone(s3_worker, redis_server, s3_server):
+    """A batch with a failed job ends FAILURE (Flower's "Failed" filter shows it), and its error carries every
+    job's entry: the good jobs are stored and their results are there."""
     client = plain_celery(redis_server.url)
     jobs = [job("Primera frase del lote.", "batch/a.wav"), job("Segunda frase, algo más larga.", "batch/b.wav"),
             job("Tercera.", "batch/../escape.wav"), job("Cuarta frase del lote.", "batch/d.wav")]
-    results = client.send_task("f5tts.synthesize_batch", kwargs={"jobs": jobs}, queue="f5tts").get(timeout=120)
+    sent = client.send_task("f5tts.synthesize_batch", kwargs={"jobs": jobs}, queue="f5tts")
+    with pytest.raises(Exception, match="1 of 4 jobs failed") as failure:
+        sent.get(timeout=120)
+    assert sent.state == "FAILURE" and type(failure.value).__name__ == "BatchPartialFailure"
+    results = failure.value.args[1]
     assert [r["ok"] for r in results] == [True, True, False, True]
     assert results[2]["error"]["code"] == "bad_key" and results[2]["error"]["field"] == "output.key"
     for entry in (results[0], results[1], results[3]):

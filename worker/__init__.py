@@ -5,11 +5,11 @@ torch or f5_tts: Flower, the producer and other clients use the same app and con
 runs in processes of its own, started by the worker (see ``worker.runtime``).
 
 This is the one place where the app is assembled: ``worker.app`` builds it, then the lifecycle hooks
-(``worker.signals``) and the tasks (``worker.tasks``) register themselves on it. Neither module is imported by
-``worker.app``, so the three form a line, not a circle.
+(``worker.signals``), the tasks (``worker.tasks``) and the remote control commands (``worker.control``) register
+themselves on it. None of them is imported by ``worker.app``, so they form a line, not a circle.
 """
 
-from worker import signals, tasks  # noqa: F401 - each imports worker.app, then registers itself on `app`
+from worker import control, signals, tasks  # noqa: F401 - each imports worker.app, then registers on `app`
 from worker.app import app
 
 __all__ = ["app"]

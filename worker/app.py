@@ -1,12 +1,16 @@
 """The Celery app, configured from settings. Imports no torch: Flower and clients load this module too.
 
 Why each delivery setting is what it is (see also the design notes):
-- ``task_acks_late`` + ``task_reject_on_worker_lost`` + prefetch 1: a job is acknowledged only after its audio is
-  stored, so a worker killed mid-job loses nothing; the redelivered job is idempotent (content-derived key and seed).
+- ``task_acks_late`` + prefetch 1 per thread: a job is acknowledged only after its audio is stored, so a worker
+  killed mid-job loses nothing; the redelivered job is idempotent (content-derived key and seed).
 - Redis ``visibility_timeout`` above the hard time limit, for broker and result backend alike: otherwise Redis hands
   a job that is still running to a second worker.
-- ``worker_proc_alive_timeout`` raised: model build and warm-up happen in ``worker_process_init``.
+- The ``threads`` pool for synthesis workers: many messages in flight in one process, so the engine processes can
+  gather their jobs into full passes, and the jobs' I/O overlaps the passes. (The CPU assembler keeps prefork.)
+- ``worker_proc_alive_timeout`` raised: the engines' build and warm-up is bounded by it.
 - Events, sent events and STARTED state on, for Flower. JSON only: pickle is refused on every path.
+- Redis Sentinel: ``sentinel://`` URLs for the broker and the results, with the master's name from
+  ``F5_SENTINEL_MASTER``; kombu and Celery follow a failover by themselves.
 """
 
 from __future__ import annotations
@@ -20,10 +24,23 @@ from worker.settings import Settings, load_settings
 
 def consumer_transport(settings: Settings) -> str | None:
     """The kombu transport a *worker* consumes Redis through: kombu's own, hardened against non-JSON queue items
-    (see ``worker.broker.transport``). Set only in worker processes (``celeryd_init``): Flower derives its broker client
-    from the connection URL, and a custom transport name there breaks its queue-length API."""
-    redis = settings.broker.broker_url.startswith(("redis://", "rediss://"))
-    return "worker.broker.transport:Transport" if redis else None
+    (see ``worker.broker.transport``). Set only in worker processes (``celeryd_init``): Flower derives its broker
+    client from the connection URL, and a custom transport name there breaks its queue-length API."""
+    url = settings.broker.broker_url
+    if url.startswith(("redis://", "rediss://")):
+        return "worker.broker.transport:Transport"
+    if url.startswith("sentinel://"):
+        return "worker.broker.transport:SentinelTransport"
+    return None
+
+
+def _sentinel_options(settings: Settings, url: str) -> dict:
+    master = settings.broker.sentinel_master
+    if not url.startswith("sentinel://"):
+        return {}
+    if not master:
+        raise ValueError("a sentinel:// URL needs the name of the master: set F5_SENTINEL_MASTER")
+    return {"master_name": master}
 
 
 def celery_config(settings: Settings) -> dict:
@@ -39,16 +56,18 @@ def celery_config(settings: Settings) -> dict:
         "unacked_restore_throttle": 1,
         "socket_connect_timeout": 10,
         "socket_keepalive": True,
-        # Priorities 0-9 on Redis (0 is highest), for `f5-batch enqueue --priority`.
+        # Priorities 0-9 on Redis (0 is served first): interactive requests before books.
         "queue_order_strategy": "priority",
         "priority_steps": list(range(10)),
         "sep": ":",
+        **_sentinel_options(settings, broker.broker_url),
     }
     return {
         "broker_url": broker.broker_url,
         "result_backend": broker.resolved_result_backend,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": broker.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": broker.visibility_timeout,
+                                             **_sentinel_options(settings, broker.resolved_result_backend)},
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_serializer": "json",
@@ -60,6 +79,7 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        "worker_pool": "threads" if broker.role == "synthesis" else "prefork",
         # Keep running jobs when the broker connection drops: a message Redis handed out just as it went down may
         # never have reached the unacked hash, so cancelling it would lose the job. Finishing it costs at most a
         # redelivery, which the worker skips because the output key exists (see tests/faults/test_redis_restart.py).

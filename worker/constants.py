@@ -17,8 +17,19 @@ CONTRACT_VERSION = 1
 # Message header a producer sets to the publish time (seconds since the epoch): the worker reports queue waits from it.
 ENQUEUED_AT_HEADER = "f5_enqueued_at"
 
-# Redis hash where jobs that failed for good are recorded (dead letters), keyed by job id.
+# Redis hash where jobs that failed for good are recorded (dead letters), keyed by job id; and their times.
 FAILED_JOBS_KEY = "f5tts:failed"
+FAILED_JOBS_INDEX_KEY = "f5tts:failed:at"
+# Per job: how many of its runs ended with the engine process holding it dead (see worker.runtime.deliveries).
+LOST_RUNS_KEY_PREFIX = "f5tts:lost:"
+
+# Redis priorities (0 is served first). Interactive requests (the gateway's /tts) go first; books wait behind them.
+PRIORITY_INTERACTIVE = 0
+PRIORITY_JOBS = 3
+PRIORITY_BOOKS = 6
+
+# Object keys under this prefix are reference clips: no job may write there.
+VOICES_PREFIX = "voices/"
 
 # Audio produced by F5-TTS with the vocos vocoder: 24 kHz mono, 256-sample mel hop.
 SAMPLE_RATE = 24_000

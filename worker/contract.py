@@ -16,9 +16,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.constants import CONTRACT_VERSION
-from worker.keys import derived_output_key, validate_key
+from worker.keys import derived_output_key, refuse_reserved, validate_key
 
 MAX_TEXT_CHARS = 4_000
+# One synthesize_batch message is one unit of retry and of time limit: bound what it may ask for.
+MAX_BATCH_JOBS = 64
+MAX_BATCH_WORK = 64 * 1_000 * 32  # characters × NFE steps: 64 jobs of 1,000 characters at NFE 32
 MAX_REF_TEXT_CHARS = 1_000
 MAX_METADATA_BYTES = 16_384
 MAX_SEED = 2**63 - 1
@@ -103,7 +106,7 @@ class OutputSpec(_Strict):
     @classmethod
     def _key_is_safe(cls, value: str | None) -> str | None:
         if value is not None:
-            validate_key(value, field="output.key")
+            refuse_reserved(validate_key(value, field="output.key"))
             if not value.endswith(".wav"):
                 raise ValueError("output.key must end with .wav (the worker writes WAV)")
         return value
@@ -166,9 +169,11 @@ class Job(_Strict):
     def resolved_key(self) -> str:
         return self.output.key or derived_output_key(self.content_hash())
 
-    def job_hash(self, model: str) -> str:
-        """What a stored object is compared against to decide whether a re-run can be skipped."""
-        return hashlib.sha256(f"{self.content_hash()}|{model}|{self.resolved_seed()}".encode()).hexdigest()
+    def job_hash(self, model_fingerprint: str, precision: str) -> str:
+        """What a stored object is compared against to decide whether a re-run can be skipped: everything that
+        determines the audio (the content, the seed, the model's files by digest, the precision it ran at)."""
+        identity = f"{self.content_hash()}|{model_fingerprint}|{precision}|{self.resolved_seed()}"
+        return hashlib.sha256(identity.encode()).hexdigest()
 
     def params_hash(self) -> str:
         canonical = json.dumps(self.params.model_dump(), sort_keys=True, separators=(",", ":"))
@@ -215,6 +220,20 @@ class BatchItemResult(BaseModel):
     ok: bool
     result: JobResult | None = None
     error: JobError | None = None
+
+
+def batch_work_problem(jobs: list[Any]) -> str | None:
+    """Why a batch asks for too much work in one message, or None. (Malformed items fail alone later.)"""
+    work = 0
+    for job in jobs:
+        if isinstance(job, dict) and isinstance(job.get("text"), str):
+            params = job.get("params") if isinstance(job.get("params"), dict) else {}
+            steps = params.get("nfe_step", JobParams.model_fields["nfe_step"].default)
+            work += len(job["text"]) * (steps if isinstance(steps, int) and steps > 0 else 1)
+    if work > MAX_BATCH_WORK:
+        return (f"this batch asks for {work:,} characters × NFE steps of work; one message carries at most "
+                f"{MAX_BATCH_WORK:,} (for example 64 jobs of 1,000 characters at NFE 32): split it")
+    return None
 
 
 def job_json_schema() -> dict[str, Any]:

@@ -35,6 +35,46 @@ class TransientError(RuntimeError):
     """A fault outside the job (storage down, broker blip) that a retry is expected to clear."""
 
 
+class EngineLostError(TransientError):
+    """The engine process holding the job stopped (a lost device, a crash, an OOM kill); a fresh one takes over."""
+
+
+class _CodedError(BadInputError):
+    """A :class:`BadInputError` with a fixed code. Built from a message, or (when a result backend rebuilds it from
+    its ``args``) from ``(code, message, field)``."""
+
+    code_name = ""
+
+    def __init__(self, *args: object) -> None:
+        message = args[1] if len(args) >= 2 else args[0] if args else ""
+        super().__init__(self.code_name, str(message))
+
+
+class JobTimeLimitError(_CodedError):
+    """The job ran past its time limit and was abandoned. Retrying would only hit the limit again."""
+
+    code_name = "time_limit"
+
+
+class WorkerLostError(_CodedError):
+    """The job's process died every time it ran it: it is dead-lettered instead of being run again."""
+
+    code_name = "worker_lost"
+
+
+class BatchPartialFailure(Exception):
+    """Some jobs of a ``synthesize_batch`` failed for good (each is dead-lettered). The task ends FAILURE, so that an
+    operator filtering Flower by "Failed" sees it; ``args`` carry the message and every job's result entry."""
+
+    def __init__(self, message: str, items: list[dict[str, Any]]) -> None:
+        super().__init__(message, items)
+        self.message = message
+        self.items = items
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class StorageUnavailableError(TransientError):
     """The storage backend could not be reached or answered with a server-side error."""
 

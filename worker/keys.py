@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from worker.constants import VOICES_PREFIX
 from worker.errors import BadInputError
 
-MAX_KEY_LENGTH = 512
+MAX_KEY_BYTES = 1024  # S3's limit on a whole key (prefix included), in UTF-8 bytes
 _FORBIDDEN_CHARS = {"\\": "a backslash", "%": "a percent sign (percent-escapes are not decoded)"}
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -23,8 +24,9 @@ def validate_key(key: object, field: str = "output.key") -> str:
         raise BadInputError("bad_key", f"a key must be a string, got {type(key).__name__}", field)
     if not key:
         raise BadInputError("bad_key", "a key must not be empty", field)
-    if len(key) > MAX_KEY_LENGTH:
-        raise BadInputError("bad_key", f"a key has at most {MAX_KEY_LENGTH} characters, this one has {len(key)}", field)
+    size = len(key.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise BadInputError("bad_key", f"a key has at most {MAX_KEY_BYTES} bytes of UTF-8, this one has {size}", field)
     if _URL_RE.match(key):
         raise BadInputError("bad_key", f"{key[:80]!r} is a URL; give a key relative to the storage prefix", field)
     if key.startswith("/"):
@@ -43,10 +45,23 @@ def validate_key(key: object, field: str = "output.key") -> str:
 
 
 def join_prefix(prefix: str, key: str) -> str:
-    """Place a validated key under a storage prefix (which may be empty)."""
+    """Place a validated key under a storage prefix (which may be empty); the whole must fit S3's key limit."""
     validate_key(key)
     prefix = prefix.strip("/")
-    return f"{prefix}/{key}" if prefix else key
+    full = f"{prefix}/{key}" if prefix else key
+    size = len(full.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise BadInputError("bad_key", f"{key[:80]!r} under the prefix {prefix!r} makes a key of {size} bytes; S3 "
+                            f"takes at most {MAX_KEY_BYTES}", "output.key")
+    return full
+
+
+def refuse_reserved(key: str, field: str = "output.key") -> str:
+    """Reference clips live under ``voices/``: a job's output may not land there (and overwrite a narrator)."""
+    if key.startswith(VOICES_PREFIX):
+        raise BadInputError("bad_key", f"{key[:80]!r} is under {VOICES_PREFIX}, which holds reference clips; "
+                            "write outputs elsewhere", field)
+    return key
 
 
 def derived_output_key(content_hash: str) -> str:

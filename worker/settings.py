@@ -27,10 +27,13 @@ class _Section(BaseSettings):
 class BrokerSettings(_Section):
     """Where jobs and results travel, and the Celery delivery guarantees that depend on timing."""
 
-    broker_url: str = Field("redis://localhost:6379/0", validation_alias=_env("BROKER_URL", "CELERY_BROKER_URL"))
+    broker_url: str = Field("redis://localhost:6379/0", validation_alias=_env("BROKER_URL", "CELERY_BROKER_URL"),
+                            description="redis://, rediss:// or sentinel://host:26379;sentinel://host2:26379/0.")
     result_backend: str | None = Field(
         None, validation_alias=_env("RESULT_BACKEND", "CELERY_RESULT_BACKEND"), description="Defaults to BROKER_URL."
     )
+    sentinel_master: str | None = Field(None, validation_alias=_env("F5_SENTINEL_MASTER"),
+                                        description="The master's name, for sentinel:// URLs.")
     queue: str = Field(DEFAULT_QUEUE, validation_alias=_env("F5_QUEUE"))
     role: Literal["synthesis", "assembler"] = Field(
         "synthesis", validation_alias=_env("F5_WORKER_ROLE"),
@@ -43,8 +46,12 @@ class BrokerSettings(_Section):
     result_expires: int = Field(7 * 24 * 3600, ge=60, validation_alias=_env("RESULT_EXPIRES"))
     max_retries: int = Field(20, ge=0, validation_alias=_env("TASK_MAX_RETRIES"))
     retry_backoff_max: int = Field(120, ge=1, validation_alias=_env("RETRY_BACKOFF_MAX"))
-    # Model build and warm-up run in worker_process_init; Celery kills a child that takes longer than this.
+    # How long the engine processes may take to build and warm up before the worker gives up and exits.
     proc_alive_timeout: float = Field(900.0, ge=4, validation_alias=_env("WORKER_PROC_ALIVE_TIMEOUT"))
+    max_lost_runs: int = Field(3, ge=1, validation_alias=_env("F5_MAX_LOST_RUNS"),
+                               description="A job whose process died this many times is dead-lettered.")
+    dead_letter_ttl: int = Field(30 * 24 * 3600, ge=3600, validation_alias=_env("F5_DEAD_LETTER_TTL"),
+                                 description="Seconds a dead letter is kept.")
 
     @property
     def resolved_result_backend(self) -> str:
@@ -65,6 +72,8 @@ class StorageSettings(_Section):
     voices_dir: str | None = Field(
         None, validation_alias=_env("F5_VOICES_DIR"), description="Local folder searched for voice keys before storage."
     )
+    max_reference_bytes: int = Field(64 * 1024 * 1024, ge=1024, validation_alias=_env("F5_MAX_REFERENCE_BYTES"),
+                                     description="Larger reference objects are refused before they are read.")
 
 
 class EngineSettings(_Section, EngineConfig):

@@ -1,9 +1,12 @@
-"""Worker lifecycle on Celery signals: concurrency, preflight, one engine per child process, GPU pinning.
+"""Worker lifecycle on Celery signals: pool and concurrency, preflight, the engine processes, shutdown.
 
-The parent process never imports torch or touches CUDA: children forked from a parent with a CUDA context inherit a
-broken one. Each prefork child pins itself to one GPU (child i to GPU i) before it imports torch, builds its engine
-and warms it up. A child whose engine cannot be built stops the whole worker with a non-zero exit code, so that a
-worker never sits on the queue taking jobs it cannot run.
+A synthesis worker is one Celery process with the ``threads`` pool (the app's default for that role), plus one engine
+process per GPU that it spawns and supervises (``worker.runtime.host``). Its threads take many messages at once, so
+the engines can fill passes across messages, whether jobs come as producer batches or one by one; the I/O of each job
+runs in its thread while the engines compute. The Celery process never imports torch and never touches CUDA.
+
+The engines are started before the consumer: a worker that cannot build its engine exits non-zero at once with the
+reason, instead of taking jobs it cannot run.
 """
 
 from __future__ import annotations
@@ -11,24 +14,21 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import signal
 
 from celery import signals
 from celery.platforms import EX_FAILURE
 
 from worker.app import consumer_transport, settings
-from worker.runtime.gpus import pin_child_to_gpu, visible_gpus
 from worker.runtime.preflight import engine_problems
 
 log = logging.getLogger(__name__)
 
+GATHERING_POOLS = ("threads",)
+SERVING_POOLS = ("threads", "solo")
+
 
 class _Startup:
-    """Parent-side state shared with the pool: the worker object, and a flag children raise if their engine fails.
-
-    The flag lives in shared memory created before the pool forks, so a child can tell the parent why it is being
-    asked to stop; the parent then exits with status 1 (Celery's cold shutdown alone would exit 0).
-    """
+    """Parent-side state: the worker object, and whether the engines failed to start."""
 
     controller = None
     engine_failed = None
@@ -36,7 +36,12 @@ class _Startup:
 
 def _pool_name(pool) -> str:
     """``-P`` as given (a name) or as resolved (a class, named by its module): 'prefork', 'threads', 'solo', …"""
-    return str(pool if isinstance(pool, str) else getattr(pool, "__module__", ""))
+    name = str(pool if isinstance(pool, str) else getattr(pool, "__module__", "")).rsplit(".", 1)[-1]
+    return {"thread": "threads"}.get(name, name)  # the threads pool lives in celery.concurrency.thread
+
+
+def _synthesis() -> bool:
+    return settings.broker.role == "synthesis"
 
 
 @signals.worker_init.connect
@@ -57,10 +62,14 @@ def exit_non_zero_after_engine_failure(**_) -> None:
 
 
 @signals.celeryd_init.connect
-def default_concurrency_to_gpu_count(conf, options, **_) -> None:
-    """One process per GPU unless -c/--concurrency or worker_concurrency says otherwise."""
-    if options.get("concurrency") is None and not conf.get("worker_concurrency"):
-        conf.worker_concurrency = max(1, len(visible_gpus()))
+def default_concurrency(conf, options, **_) -> None:
+    """Synthesis: enough tasks in flight to fill two passes per engine (one running, one gathering), unless
+    -c/--concurrency says otherwise. Assembly: Celery's default."""
+    if not _synthesis() or options.get("concurrency") is not None or conf.get("worker_concurrency"):
+        return
+    from worker.runtime.context import engine_devices
+
+    conf.worker_concurrency = 2 * settings.engine.max_batch * len(engine_devices(settings))
 
 
 @signals.celeryd_init.connect
@@ -71,15 +80,14 @@ def consume_through_the_hardened_transport(conf, **_) -> None:
         conf.broker_transport = transport
 
 
-def _synthesis() -> bool:
-    return settings.broker.role == "synthesis"
-
-
 @signals.worker_init.connect
 def preflight(sender, **_) -> None:
     if not _synthesis():
         return
     problems = engine_problems(settings.engine)
+    pool = _pool_name(sender.pool_cls)
+    if pool not in SERVING_POOLS:
+        problems.append(f"the {pool} pool cannot serve synthesis: use the default (threads), or -P solo")
     if problems:
         for problem in problems:
             log.critical("cannot start: %s", problem)
@@ -87,43 +95,33 @@ def preflight(sender, **_) -> None:
 
 
 @signals.celeryd_after_setup.connect
-def build_engine_in_main_process(sender, instance, **_) -> None:
-    """Thread and solo pools run tasks in this process: build the engine here (logging is set up by now), before
-    the consumer starts."""
-    pool = _pool_name(instance.pool_cls)
-    if "prefork" in pool or not _synthesis():
-        return
-    from worker.runtime.context import build_context, set_context
-
-    threads = "thread" in pool
-    try:
-        set_context(build_context(settings, concurrent_tasks=threads))
-    except Exception as exc:
-        log.critical("could not build the engine, stopping the worker: %s", exc)
-        raise SystemExit(1) from None
-    log.info("engine ready in pool process %d", 0)
-
-
-@signals.worker_process_init.connect
-def build_engine(**_) -> None:
+def start_engines(sender, instance, **_) -> None:
+    """Start the engine processes (logging is set up by now), before the consumer takes any message."""
     if not _synthesis():
         return
-    from billiard.process import current_process
-
     from worker.runtime.context import build_context, set_context
 
-    index = getattr(current_process(), "index", 0) or 0
+    pool = _pool_name(instance.pool_cls)
+    if pool not in GATHERING_POOLS:
+        log.warning("the %s pool runs one message at a time: passes hold only that message's jobs. The default "
+                    "(threads) pool gathers jobs across messages.", pool)
     try:
-        if not settings.engine.device:
-            gpu = pin_child_to_gpu(index)
-            if gpu is not None:
-                log.info("pool process %d uses GPU %s", index, gpu)
-        set_context(build_context(settings, concurrent_tasks=False, metrics_index=index))
-        log.info("engine ready in pool process %d", index)
-    except BaseException as exc:
-        log.critical("pool process %d could not build the engine, stopping the worker: %s", index, exc,
-                     exc_info=not isinstance(exc, (ValueError, RuntimeError)))
+        context = build_context(settings, gather=pool in GATHERING_POOLS)
+    except Exception as exc:
         if _Startup.engine_failed is not None:
             _Startup.engine_failed.value = 1
-        os.kill(os.getppid(), signal.SIGQUIT)  # cold shutdown of the whole worker
-        os._exit(1)
+        log.critical("could not build the engine, stopping the worker: %s", exc)
+        raise SystemExit(1) from None
+    set_context(context)
+    log.info("engine ready in %d engine process(es); %d tasks in flight", len(context.engines.engines),
+             instance.concurrency)
+
+
+@signals.worker_shutdown.connect
+def stop_engines(**_) -> None:
+    if not _synthesis():
+        return
+    from worker.runtime.context import _context
+
+    if _context is not None:
+        _context.engines.close()

@@ -1,8 +1,14 @@
 """The Celery tasks: thin glue between the contract, the job runner and Celery's retry machinery.
 
 ``f5tts.synthesize`` takes ``kwargs={"job": {...}}``; ``f5tts.synthesize_batch`` takes ``kwargs={"jobs": [...]}`` and
-returns one entry per job (a bad item fails alone). Bad input fails at once and is never retried; transient faults are
-retried with exponential backoff and jitter. Jobs that fail for good are recorded as dead letters.
+returns one entry per job. Failure is explicit, so that its record comes first:
+
+- bad input (and a time limit, and a job whose process died every time) fails at once and is never retried;
+- transient faults (storage, broker, a lost engine process) are retried with exponential backoff and jitter;
+- a job that fails for good is written to the dead letters *before* the task raises, so a client that reads the
+  FAILURE always finds its letter (Celery would store the failure first and call ``on_failure`` after);
+- a batch where some jobs failed ends FAILURE with ``BatchPartialFailure``, whose arguments hold every job's entry:
+  Flower's "Failed" filter shows it, and clients still get the results of the jobs that succeeded.
 """
 
 from __future__ import annotations
@@ -13,19 +19,21 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Retry
+from celery.utils.time import get_exponential_backoff_interval
 
 from worker.app import app, settings
 from worker.constants import ENQUEUED_AT_HEADER, TASK_ASSEMBLE_CHAPTER, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
-from worker.contract import BatchItemResult, JobError
-from worker.errors import BadInputError, TransientError
+from worker.contract import MAX_BATCH_JOBS, BatchItemResult, JobError, batch_work_problem
+from worker.errors import BadInputError, BatchPartialFailure, TransientError
 from worker.runtime import metrics
-from worker.runtime.context import get_context
+from worker.runtime.context import WorkerContext, get_context
 from worker.runtime.deadletter import DeadLetter
-from worker.runtime.runner import JobOutcome, _claimed_id, parse_job
+from worker.runtime.runner import JobOutcome, RunLimits, job_id_of
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_JOBS = 256
+RETRIED = (TransientError, ConnectionError, TimeoutError)
 
 
 def _queue_seconds(request: Any) -> float | None:
@@ -38,45 +46,46 @@ def _queue_seconds(request: Any) -> float | None:
         return None
 
 
-def _job_id(payload: object, fallback: str) -> str:
-    try:
-        return parse_job(payload).resolved_job_id()
-    except BadInputError:
-        return _claimed_id(payload) or fallback
-
-
 class F5Task(Task):
-    """Retry policy and dead-letter bookkeeping shared by both tasks."""
+    """What both synthesis tasks share: limits, dead letters, and the retry decision."""
 
-    autoretry_for = (TransientError, ConnectionError, TimeoutError)
-    dont_autoretry_for = (BadInputError,)
-    throws = (BadInputError,)  # expected failures: logged in one line, without a traceback
-    retry_backoff = True
-    retry_backoff_max = settings.broker.retry_backoff_max
-    retry_jitter = True
-    max_retries = settings.broker.max_retries
     acks_late = True
     reject_on_worker_lost = True
+    throws = (BadInputError, BatchPartialFailure)  # expected failures: logged in one line, without a traceback
+    max_retries = settings.broker.max_retries
     Request = "worker.broker.request:ValidatedRequest"
 
-    def record_dead_letter(self, job_id: str, key: str | None, error: BadInputError | Exception) -> None:
+    def limits(self) -> RunLimits:
+        hard, soft = self.request.timelimit or (None, None)
+        priority = (self.request.delivery_info or {}).get("priority")
+        return RunLimits(timeout_s=soft or settings.broker.task_soft_time_limit,
+                         hard_timeout_s=hard or settings.broker.task_time_limit,
+                         priority=priority if isinstance(priority, int) else 0)
+
+    def letter(self, job_id: str, key: str | None, error: BaseException) -> DeadLetter:
         if isinstance(error, BadInputError):
             code, message, field = error.code, error.message, error.field
         else:
-            code = "retries_exhausted" if isinstance(error, self.autoretry_for) else "internal_error"
+            code = "retries_exhausted" if isinstance(error, RETRIED) else "internal_error"
             message, field = f"{type(error).__name__}: {error}", None
-        letter = DeadLetter(job_id=job_id, key=key, task_id=self.request.id, task=self.name, code=code,
-                            message=message[:2000], field=field, retries=self.request.retries or 0, at=time.time())
-        get_context(settings).dead_letters.record(letter)
+        return DeadLetter(job_id=job_id, key=key, task_id=self.request.id, task=self.name, code=code,
+                          message=message[:2000], field=field, retries=self.request.retries or 0, at=time.time())
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        if not isinstance(exc, BadInputError):
-            metrics.job_finished(None, "error")
-        if self.name != TASK_SYNTHESIZE:
-            return
-        payload = (kwargs or {}).get("job")
-        self.record_dead_letter(_job_id(payload, task_id), None, exc)
-        log.warning("job %s failed for good: %s", task_id, exc)
+    def record(self, letters: list[DeadLetter]) -> None:
+        """Write dead letters before the failure becomes visible; if Redis cannot take them, retry the task."""
+        try:
+            get_context().dead_letters.record(letters)
+        except Exception as exc:
+            log.error("could not record %d dead letter(s) (%s); retrying the task so none is lost", len(letters), exc)
+            self.retry_later(TransientError(f"dead letters could not be recorded: {exc}"))
+
+    def retry_later(self, exc: BaseException) -> None:
+        countdown = get_exponential_backoff_interval(factor=1, retries=self.request.retries,
+                                                     maximum=settings.broker.retry_backoff_max, full_jitter=True)
+        raise self.retry(exc=exc, countdown=countdown)
+
+    def can_retry(self) -> bool:
+        return self.max_retries is None or (self.request.retries or 0) < self.max_retries
 
 
 def _unexpected(kind: str, unexpected: dict[str, Any]) -> BadInputError:
@@ -84,22 +93,21 @@ def _unexpected(kind: str, unexpected: dict[str, Any]) -> BadInputError:
                          f"{', '.join(sorted(unexpected))}")
 
 
-@app.task(name=TASK_SYNTHESIZE, bind=True, base=F5Task)
-def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> dict:
-    """Synthesise one job and store its WAV; returns the result (contract ``JobResult``)."""
-    if job is None or args or unexpected:
-        raise _unexpected("job", {**unexpected, **({"<positional>": args} if args else {})})
-    context = get_context(settings)
-    outcome = context.runner.run([job], queue_s=_queue_seconds(self.request))[0]
-    _count(outcome)
+def _count(outcome: JobOutcome, context: WorkerContext) -> None:
     if outcome.error is not None:
-        raise outcome.error
-    context.dead_letters.clear([outcome.job_id])
-    _track_chapter(outcome, context)
-    return outcome.result.model_dump(mode="json")
+        metrics.job_finished(None, outcome.error.code if outcome.error.code in ("time_limit", "worker_lost")
+                             else "bad_input")
+        if outcome.error.code in ("time_limit", "worker_lost"):
+            context.health.job_ended(False, str(outcome.error))
+    elif outcome.transient is not None:
+        metrics.job_finished(None, "retried")
+        context.health.job_ended(False, f"{type(outcome.transient).__name__}: {outcome.transient}")
+    else:
+        metrics.job_finished(outcome.result, "skipped" if outcome.result.skipped else "ok")
+        context.health.job_ended(True)
 
 
-def _track_chapter(outcome: JobOutcome, context) -> None:
+def _track_chapter(outcome: JobOutcome, context: WorkerContext) -> None:
     """If this segment belongs to a book assembled automatically, count it, and send the assembly when complete."""
     meta = outcome.result.metadata if outcome.result else {}
     book, chapter = meta.get("book"), meta.get("chapter")
@@ -113,38 +121,107 @@ def _track_chapter(outcome: JobOutcome, context) -> None:
         log.warning("could not update chapter progress for %s %s: %s", book, chapter, exc)
 
 
-def _count(outcome: JobOutcome) -> None:
+def _succeeded(outcomes: list[JobOutcome], context: WorkerContext) -> None:
+    stored = [o for o in outcomes if o.error is None and o.transient is None]
+    context.dead_letters.clear([o.job_id for o in stored if o.job_id])
+    for outcome in stored:
+        _track_chapter(outcome, context)
+
+
+@app.task(name=TASK_SYNTHESIZE, bind=True, base=F5Task)
+def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> dict:
+    """Synthesise one job and store its WAV; returns the result (contract ``JobResult``)."""
+    try:
+        if job is None or args or unexpected:
+            raise _unexpected("job", {**unexpected, **({"<positional>": args} if args else {})})
+        context = get_context()
+        outcome = context.runner.run([job], queue_s=_queue_seconds(self.request), limits=self.limits())[0]
+    except Retry:
+        raise
+    except BadInputError as exc:
+        outcome = JobOutcome(job_id_of(job, self.request.id), error=exc)
+    except RETRIED as exc:
+        outcome = JobOutcome(job_id_of(job, self.request.id), transient=exc)
+    except Exception as exc:  # a bug, not the job's fault: recorded, then failed
+        self.record([self.letter(job_id_of(job, self.request.id), None, exc)])
+        raise
+    return _finish_single(self, job, outcome)
+
+
+def _finish_single(task: F5Task, job: Any, outcome: JobOutcome) -> dict:
+    context = get_context()
+    _count(outcome, context)
+    if outcome.transient is not None:
+        if task.can_retry():
+            task.retry_later(outcome.transient)
+        task.record([task.letter(outcome.job_id or task.request.id, outcome.key, outcome.transient)])
+        raise outcome.transient
     if outcome.error is not None:
-        metrics.job_finished(None, "bad_input")
-    else:
-        metrics.job_finished(outcome.result, "skipped" if outcome.result.skipped else "ok")
+        task.record([task.letter(outcome.job_id or job_id_of(job, task.request.id), outcome.key, outcome.error)])
+        raise outcome.error
+    _succeeded([outcome], context)
+    return outcome.result.model_dump(mode="json")
 
 
 def _item(outcome: JobOutcome) -> dict:
-    error = JobError(**outcome.error.as_dict()) if outcome.error else None
-    return BatchItemResult(job_id=outcome.job_id, ok=outcome.error is None, result=outcome.result,
-                           error=error).model_dump(mode="json")
+    error = outcome.error if outcome.error is not None else None
+    if error is None and outcome.transient is not None:
+        error = BadInputError("retries_exhausted", f"{type(outcome.transient).__name__}: {outcome.transient}")
+    return BatchItemResult(job_id=outcome.job_id, ok=error is None, result=outcome.result,
+                           error=JobError(**error.as_dict()) if error else None).model_dump(mode="json")
 
 
-@app.task(name=TASK_SYNTHESIZE_BATCH, bind=True, base=F5Task)
-def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: Any) -> list[dict]:
-    """Synthesise several jobs in batched passes; one result entry per job, in order."""
+def _validate_batch(jobs: Any, args: tuple, unexpected: dict) -> list:
     if jobs is None or args or unexpected:
         raise _unexpected("jobs", {**unexpected, **({"<positional>": args} if args else {})})
     if not isinstance(jobs, list) or not jobs or len(jobs) > MAX_BATCH_JOBS:
         raise BadInputError("invalid_job", f"jobs must be a list of 1 to {MAX_BATCH_JOBS} job objects", "jobs")
-    context = get_context(settings)
-    outcomes = context.runner.run(jobs, queue_s=_queue_seconds(self.request))
+    problem = batch_work_problem(jobs)
+    if problem:
+        raise BadInputError("invalid_job", problem, "jobs")
+    return jobs
+
+
+@app.task(name=TASK_SYNTHESIZE_BATCH, bind=True, base=F5Task)
+def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: Any) -> list[dict]:
+    """Synthesise several jobs (their chunks join the engines' passes like any others); one entry per job, in order.
+    Raises ``BatchPartialFailure`` (after recording the dead letters) if any job failed for good."""
+    payloads = jobs if isinstance(jobs, list) else []
+    try:
+        _validate_batch(jobs, args, unexpected)
+        context = get_context()
+        outcomes = context.runner.run(jobs, queue_s=_queue_seconds(self.request), limits=self.limits())
+    except BadInputError as exc:  # the whole batch: every job it claims gets the letter
+        ids = [job_id_of(p, f"{self.request.id}:{i}") for i, p in enumerate(payloads)] or [self.request.id]
+        self.record([self.letter(job_id, None, exc) for job_id in ids])
+        raise
+    except Retry:
+        raise
+    except RETRIED as exc:
+        outcomes = [JobOutcome(job_id_of(p, f"{self.request.id}:{i}"), transient=exc) for i, p in enumerate(jobs)]
+    except Exception as exc:
+        self.record([self.letter(job_id_of(p, f"{self.request.id}:{i}"), None, exc) for i, p in enumerate(payloads)])
+        raise
+    return _finish_batch(self, outcomes)
+
+
+def _finish_batch(task: F5Task, outcomes: list[JobOutcome]) -> list[dict]:
+    context = get_context()
     for outcome in outcomes:
-        _count(outcome)
-    for index, outcome in enumerate(outcomes):
-        if outcome.error is not None:
-            self.record_dead_letter(outcome.job_id or f"{self.request.id}:{index}", outcome.key, outcome.error)
-    context.dead_letters.clear([o.job_id for o in outcomes if o.error is None and o.job_id])
-    for outcome in outcomes:
-        if outcome.error is None:
-            _track_chapter(outcome, context)
-    return [_item(outcome) for outcome in outcomes]
+        _count(outcome, context)
+    transient = [o for o in outcomes if o.transient is not None]
+    if transient and task.can_retry():  # stored jobs are skipped on the retry
+        _succeeded(outcomes, context)
+        task.retry_later(transient[0].transient)
+    failed = [(i, o) for i, o in enumerate(outcomes) if o.error is not None or o.transient is not None]
+    task.record([task.letter(o.job_id or f"{task.request.id}:{i}", o.key, o.error or o.transient) for i, o in failed])
+    _succeeded(outcomes, context)
+    items = [_item(outcome) for outcome in outcomes]
+    if failed:
+        reasons = "; ".join(f"{o.job_id or f'item {i}'}: {items[i]['error']['code']}" for i, o in failed[:5])
+        raise BatchPartialFailure(f"{len(failed)} of {len(outcomes)} jobs failed ({reasons}); the others are "
+                                  "stored", items)
+    return items
 
 
 @app.task(name=TASK_ASSEMBLE_CHAPTER, bind=True, acks_late=True, autoretry_for=(TransientError, ConnectionError),
@@ -157,7 +234,7 @@ def assemble_chapter(self: Task, book: str, chapter: int) -> dict:
     from worker.runtime.chapters import ChapterTracker
     from worker.storage import by_url
 
-    tracker = ChapterTracker(settings.broker.resolved_result_backend)
+    tracker = ChapterTracker.for_results(settings.broker)
     entries, options = tracker.spec(book, chapter)
     storage = by_url(settings.storage.storage_url, settings.storage)
     workdir = new_workdir()

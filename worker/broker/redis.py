@@ -1,22 +1,70 @@
-"""The Redis connection for bookkeeping kept beside the task results: dead letters and chapter progress."""
+"""Redis connections for bookkeeping beside the task results (dead letters, chapter progress, delivery counts), for a
+plain Redis or one watched by Sentinel.
+
+URLs are the ones Celery and kombu take: ``redis://``, ``rediss://``, ``unix://``, or Sentinel's
+``sentinel://host:26379;sentinel://host2:26379/0`` with the master's name from ``F5_SENTINEL_MASTER``. A Sentinel
+client asks the sentinels for the current master on every reconnect, so it follows a failover by itself.
+"""
 
 from __future__ import annotations
 
 from functools import cached_property
+from urllib.parse import unquote, urlparse
+
+SOCKET_TIMEOUT_S = 5
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith("sentinel://")
+
+
+def sentinel_nodes(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
+    """The sentinels of a ``sentinel://`` URL (several separated by ``;``), the database and the master password."""
+    nodes, db, password = [], 0, None
+    for part in url.split(";"):
+        parsed = urlparse(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ValueError(f"{part!r} is not a sentinel://host:port URL")
+        nodes.append((parsed.hostname, parsed.port or 26379))
+        if parsed.path.strip("/"):
+            db = int(parsed.path.strip("/"))
+        if parsed.password:
+            password = unquote(parsed.password)
+    return nodes, db, password
+
+
+def redis_client(url: str, master_name: str | None = None):
+    """A redis-py client for a Redis or a Sentinel URL."""
+    import redis
+
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
+    if not master_name:
+        raise ValueError(f"{url.split(';')[0]}…: a Sentinel URL needs the master's name (F5_SENTINEL_MASTER)")
+    from redis.sentinel import Sentinel
+
+    nodes, db, password = sentinel_nodes(url)
+    sentinel = Sentinel(nodes, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
+    return sentinel.master_for(master_name, db=db, password=password, socket_timeout=SOCKET_TIMEOUT_S,
+                               socket_connect_timeout=SOCKET_TIMEOUT_S, retry_on_timeout=True)
 
 
 class RedisBookkeeping:
     """Connects lazily (so importing stays cheap) to the result backend's Redis; disabled for other backends."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, master_name: str | None = None) -> None:
         self.redis_url = redis_url
+        self.master_name = master_name
+
+    @classmethod
+    def for_results(cls, broker):
+        """On the result backend's Redis (``worker.settings.BrokerSettings``), where clients look for it."""
+        return cls(broker.resolved_result_backend, broker.sentinel_master)
 
     @cached_property
     def _client(self):
-        import redis
-
-        return redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        return redis_client(self.redis_url, self.master_name)
 
     @property
     def enabled(self) -> bool:
-        return self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+        return self.redis_url.startswith(("redis://", "rediss://", "unix://", "sentinel://"))

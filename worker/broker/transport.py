@@ -1,8 +1,8 @@
-"""kombu's Redis transport, hardened against queue items that are not JSON.
+"""kombu's Redis transports (plain and Sentinel), hardened against queue items that are not JSON.
 
 A foreign or corrupted item in a queue list makes kombu's JSON decoding raise inside the worker's event loop, and the
-worker exits ("Unrecoverable error: JSONDecodeError"). BRPOP has already removed the item by then, so this subclass
-logs it and carries on instead: the poison message is rejected, the worker keeps serving. Everything else is kombu's
+worker exits ("Unrecoverable error: JSONDecodeError"). BRPOP has already removed the item by then, so these subclasses
+log it and carry on instead: the poison message is rejected, the worker keeps serving. Everything else is kombu's
 own code, reached through ``super()``.
 """
 
@@ -16,7 +16,7 @@ from kombu.transport import redis as kombu_redis
 log = logging.getLogger(__name__)
 
 
-class Channel(kombu_redis.Channel):
+class _Hardened:
     def _brpop_read(self, **options):
         try:
             return super()._brpop_read(**options)
@@ -32,5 +32,17 @@ class Channel(kombu_redis.Channel):
             raise Empty() from None
 
 
+class Channel(_Hardened, kombu_redis.Channel):
+    pass
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(_Hardened, kombu_redis.SentinelChannel):
+    pass
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

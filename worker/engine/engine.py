@@ -139,8 +139,9 @@ class Engine:
                         "(apt-get install gcc) or set ENABLE_TORCH_COMPILE=0 to silence this.", missing)
             compiled = False
         budget = config.frame_budget or cls._sized_budget(loaded, config)
-        log.info("engine: compile %s, %d frames per pass (%s)", compiled, budget,
-                 "F5_BATCH_FRAMES" if config.frame_budget else "sized from the device")
+        source = "F5_BATCH_FRAMES" if config.frame_budget else "sized from free GPU memory" \
+            if loaded.device.type == "cuda" else "the CPU default"
+        log.info("engine: compile %s, %d frames per pass (%s)", compiled, budget, source)
         return cls(loaded, config, compiled, budget)
 
     @staticmethod

@@ -1,20 +1,23 @@
-"""Per-process state: built once when a worker process starts, handed to every job.
+"""Per-process state: built once when a synthesis worker starts, handed to every task.
 
-One explicit object (engine, storage, voices, runner, dead letters) instead of scattered module globals. In a prefork
-pool it is built in ``worker_process_init``; with the solo or thread pools (no child processes) it is built on the
-first job.
+One explicit object (engines, storage, references, runner, dead letters, chapter progress, health) instead of
+scattered module globals. Building it starts the engine processes (one per visible GPU, or one on the CPU) and waits
+until each is built and warmed up, so a worker never takes a job it cannot run.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from worker.runtime.batcher import DynamicBatcher
 from worker.runtime.chapters import ChapterTracker
 from worker.runtime.deadletter import DeadLetters
-from worker.runtime.references import VoiceStore
+from worker.runtime.deliveries import LostRuns
+from worker.runtime.gpus import visible_gpus
+from worker.runtime.health import Health
+from worker.runtime.host import EngineHost
+from worker.runtime.references import ReferenceStore
 from worker.runtime.runner import JobRunner
 from worker.settings import Settings
 from worker.storage import Storage, by_url
@@ -26,49 +29,59 @@ log = logging.getLogger(__name__)
 class WorkerContext:
     settings: Settings
     storage: Storage
+    engines: EngineHost
     runner: JobRunner
     dead_letters: DeadLetters
-    engine: object
     chapters: ChapterTracker
+    health: Health
 
 
 _context: WorkerContext | None = None
-_lock = threading.Lock()
 
 
-def build_context(settings: Settings, concurrent_tasks: bool, metrics_index: int = 0) -> WorkerContext:
-    """Build the engine (the only place that imports torch), warm it up, and wire it to storage.
+def engine_devices(settings: Settings) -> list[str | None]:
+    """One engine process per visible GPU; one for an explicit ``F5_DEVICE`` or a machine without GPUs."""
+    if settings.engine.device:
+        return [None]
+    return list(visible_gpus()) or [None]
 
-    ``concurrent_tasks``: tasks run in several threads of this process (``-P threads``), so jobs may wait a moment
-    for each other to share passes; with one task at a time (prefork, solo) nothing is worth waiting for.
+
+def build_context(settings: Settings, gather: bool) -> WorkerContext:
+    """Start the engines and wire them to storage and Redis bookkeeping.
+
+    ``gather``: tasks run in many threads (the default ``threads`` pool), so a part-full pass may wait
+    ``F5_BATCH_WAIT_MS`` for companions; with one task at a time (``solo``) nothing is worth waiting for.
     """
-    from worker.engine.engine import Engine
     from worker.runtime import metrics
 
     storage = by_url(settings.storage.storage_url, settings.storage)
-    engine = Engine.build(settings.engine)
-    if settings.engine.warmup:
-        engine.warm_up()
-    engine.pass_observers.append(metrics.on_pass)  # after warm-up: metrics count only passes that serve jobs
-    wait_s = settings.engine.batch_wait_ms / 1000 if concurrent_tasks else 0.0
-    batcher = DynamicBatcher(engine, max_wait_s=wait_s, frame_budget=settings.engine.frame_budget,
-                             max_requests=settings.engine.max_batch)
-    metrics.serve(settings.metrics.port, metrics_index, settings.metrics.addr)
-    runner = JobRunner(batcher, storage, VoiceStore(storage, settings.storage.voices_dir))
-    dead_letters = DeadLetters(settings.broker.resolved_result_backend)
-    chapters = ChapterTracker(settings.broker.resolved_result_backend)
-    return WorkerContext(settings, storage, runner, dead_letters, engine, chapters)
+    lost_runs = LostRuns.for_results(settings.broker)
+    ledger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-ledger")  # Redis off the engines' readers
+
+    def lost(keys: list[str]) -> None:
+        log.warning("job(s) %s were in the running pass of an engine process that died", ", ".join(keys)[:300])
+        metrics.ENGINE_RESTARTS.inc()
+
+    engines = EngineHost(settings.engine, engine_devices(settings),
+                         max_wait_s=settings.engine.batch_wait_ms / 1000 if gather else 0.0,
+                         on_started=lambda keys: ledger.submit(lost_runs.started, keys),
+                         on_settled=lambda keys: ledger.submit(lost_runs.ended, keys),
+                         on_lost=lost, on_pass=metrics.on_pass)
+    engines.start(timeout_s=settings.broker.proc_alive_timeout)
+    metrics.serve(settings.metrics.port, settings.metrics.addr)
+    references = ReferenceStore(storage, settings.storage.voices_dir, settings.storage.max_reference_bytes)
+    runner = JobRunner(engines, storage, references, lost_runs, settings.broker.max_lost_runs)
+    return WorkerContext(settings, storage, engines, runner, DeadLetters.for_results(settings.broker),
+                         ChapterTracker.for_results(settings.broker), Health(engines.ready_engines))
 
 
-def set_context(context: WorkerContext) -> None:
+def set_context(context: WorkerContext | None) -> None:
     global _context
     _context = context
 
 
-def get_context(settings: Settings) -> WorkerContext:
-    global _context
+def get_context() -> WorkerContext:
     if _context is None:
-        with _lock:
-            if _context is None:
-                _context = build_context(settings, concurrent_tasks=True)
+        raise RuntimeError("this worker has no engine: it was started with F5_WORKER_ROLE=assembler, or its "
+                           "start-up failed")
     return _context

@@ -1,19 +1,28 @@
-"""Dead letters: jobs that failed for good (bad input, or retries exhausted), kept where the CLI can list them.
+"""Dead letters: jobs that failed for good (bad input, time limit, a process lost every time, retries exhausted),
+kept where the CLI and the gateway can list them.
 
-A Redis hash (``f5tts:failed``) keyed by job id, each value a JSON record with the reason. A later success of the
-same job id removes its entry, so the hash only ever holds jobs that still need attention.
+A Redis hash (``f5tts:failed``) keyed by job id, each value a JSON record with the reason, and a sorted set of the same
+ids by time. Under ``noeviction`` nothing would ever clear the hash, so each write also drops the letters older than
+``F5_DEAD_LETTER_TTL`` (30 days by default) and sets the keys to expire after that long. A later success of the same
+job id removes its entry, so the hash only holds jobs that still need attention.
+
+Tasks write the dead letter *before* they let the failure be stored: a client that reads a FAILURE always finds the
+letter.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 
 from worker.broker.redis import RedisBookkeeping
-from worker.constants import FAILED_JOBS_KEY
+from worker.constants import FAILED_JOBS_INDEX_KEY, FAILED_JOBS_KEY
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -33,24 +42,43 @@ class DeadLetter:
 
 
 class DeadLetters(RedisBookkeeping):
+    ttl_s: int = DEFAULT_TTL_S
 
-    def record(self, letter: DeadLetter) -> None:
-        if not self.enabled:
+    @classmethod
+    def for_results(cls, broker) -> DeadLetters:
+        letters = super().for_results(broker)
+        letters.ttl_s = broker.dead_letter_ttl
+        return letters
+
+    def record(self, letters: list[DeadLetter]) -> None:
+        """Store letters (one round trip); raises if Redis cannot take them, so the caller can retry."""
+        if not self.enabled or not letters:
             return
-        try:
-            self._client.hset(FAILED_JOBS_KEY, letter.job_id, letter.to_json())
-        except Exception as exc:  # never let bookkeeping mask the job's own outcome
-            log.error("could not record dead letter for %s: %s", letter.job_id, exc)
+        cutoff = time.time() - self.ttl_s
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(FAILED_JOBS_KEY, mapping={letter.job_id: letter.to_json() for letter in letters})
+        pipe.zadd(FAILED_JOBS_INDEX_KEY, {letter.job_id: letter.at for letter in letters})
+        pipe.expire(FAILED_JOBS_KEY, self.ttl_s)
+        pipe.expire(FAILED_JOBS_INDEX_KEY, self.ttl_s)
+        pipe.execute()
+        stale = self._client.zrangebyscore(FAILED_JOBS_INDEX_KEY, "-inf", cutoff)
+        if stale:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hdel(FAILED_JOBS_KEY, *stale)
+            pipe.zrem(FAILED_JOBS_INDEX_KEY, *stale)
+            pipe.execute()
 
     def clear(self, job_ids: list[str]) -> None:
         if not self.enabled or not job_ids:
             return
         try:
-            self._client.hdel(FAILED_JOBS_KEY, *job_ids)
-        except Exception as exc:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hdel(FAILED_JOBS_KEY, *job_ids)
+            pipe.zrem(FAILED_JOBS_INDEX_KEY, *job_ids)
+            pipe.execute()
+        except Exception as exc:  # a stale letter is harmless: the audio exists, and status counts it as done
             log.warning("could not clear dead letters: %s", exc)
 
     def all(self) -> dict[str, DeadLetter]:
         raw = self._client.hgetall(FAILED_JOBS_KEY) if self.enabled else {}
         return {key.decode(): DeadLetter(**json.loads(value)) for key, value in raw.items()}
-

@@ -1,4 +1,5 @@
-"""Which GPUs this worker may use, found without initialising CUDA (the prefork parent must never touch CUDA)."""
+"""Which GPUs this worker may use, found without initialising CUDA (the worker process never touches CUDA: its
+engine processes do, one per GPU, each with ``CUDA_VISIBLE_DEVICES`` set to its own)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,3 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
-
-
-def pin_child_to_gpu(index: int) -> str | None:
-    """In a prefork child, before torch is imported: make GPU ``index mod count`` the only visible device."""
-    gpus = visible_gpus()
-    if not gpus:
-        return None
-    chosen = gpus[index % len(gpus)]
-    os.environ["CUDA_VISIBLE_DEVICES"] = chosen
-    return chosen

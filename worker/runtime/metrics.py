@@ -1,14 +1,14 @@
-"""Prometheus metrics for a worker process, served on an opt-in port (``F5_METRICS_PORT``; pool process *i* of a
-prefork worker uses port + *i*).
+"""Prometheus metrics for a worker, served on an opt-in port (``F5_METRICS_PORT``).
 
-Jobs by outcome, audio and inference seconds, per-job RTF, queue and batching waits, and per sampling pass its rows
-and duration. GPU memory is read at scrape time. Torch-free: the engine reports passes through ``on_pass``.
+Jobs by outcome, audio and inference seconds, per-job RTF, queue and batching waits; per sampling pass its rows, fill
+and duration; the engine's busy time and its idle time between passes while work was waiting (the GPU's loss to
+everything that is not a pass); compiles after warm-up; engine restarts; and the device memory each engine reports.
+Torch-free: the engine processes report passes, and the worker turns them into metrics here.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -18,41 +18,48 @@ log = logging.getLogger(__name__)
 
 JOBS = Counter("f5_jobs", "Jobs finished, by outcome", ["outcome"])
 AUDIO_SECONDS = Counter("f5_audio_seconds", "Seconds of audio produced")
-INFERENCE_SECONDS = Counter("f5_inference_seconds", "Seconds spent in sampling and vocoding")
+INFERENCE_SECONDS = Counter("f5_inference_seconds", "Seconds spent in sampling and vocoding, attributed to jobs")
 RTF = Histogram("f5_job_rtf", "Real-time factor per job (inference seconds / audio seconds)",
                 buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10))
 QUEUE_WAIT = Histogram("f5_queue_wait_seconds", "From publish to start of work",
                        buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200))
-BATCH_WAIT = Histogram("f5_batch_wait_seconds", "Waiting to share a pass with other jobs",
-                       buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5))
+BATCH_WAIT = Histogram("f5_batch_wait_seconds", "From hand-over to the engine until the job's audio was ready",
+                       buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
 PASS_ROWS = Histogram("f5_pass_rows", "Rows (chunks) per sampling pass", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+PASS_FILL = Histogram("f5_pass_fill", "Real frames over padded frames per pass",
+                      buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0))
 PASS_SECONDS = Histogram("f5_pass_seconds", "Duration of a sampling pass, vocoding included",
                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
-GPU_MEMORY = Gauge("f5_gpu_memory_bytes", "CUDA memory of this process", ["kind"])
+PASS_FRAMES = Counter("f5_pass_frames", "Frames through passes", ["kind"])  # real, padded
+ENGINE_BUSY = Counter("f5_engine_busy_seconds", "Time the engines spent in passes")
+ENGINE_IDLE = Counter("f5_engine_idle_seconds", "Time between passes while work was waiting in an engine")
+RECOMPILES = Counter("f5_recompiles", "Graphs torch.compile built after warm-up (each is a stall while serving)")
+ENGINE_RESTARTS = Counter("f5_engine_restarts", "Engine processes replaced after they stopped")
+GPU_MEMORY = Gauge("f5_gpu_memory_bytes", "CUDA memory of the engine processes, as last reported", ["kind"])
 
 
-def _cuda_memory(kind: str) -> float:
-    torch = sys.modules.get("torch")  # never import torch here: only report it where the engine already did
-    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return 0.0
-    return float(torch.cuda.memory_allocated() if kind == "allocated" else torch.cuda.memory_reserved())
-
-
-for _kind in ("allocated", "reserved"):
-    GPU_MEMORY.labels(_kind).set_function(lambda kind=_kind: _cuda_memory(kind))
-
-
-def serve(port: int | None, index: int = 0, addr: str = "127.0.0.1") -> int | None:
+def serve(port: int | None, addr: str = "127.0.0.1") -> int | None:
     if port is None:
         return None
-    start_http_server(port + index, addr=addr)
-    log.info("metrics on port %d", port + index)
-    return port + index
+    start_http_server(port, addr=addr)
+    log.info("metrics on port %d", port)
+    return port
 
 
-def on_pass(rows: int, frames: int, seconds: float) -> None:
-    PASS_ROWS.observe(rows)
-    PASS_SECONDS.observe(seconds)
+def on_pass(stats: dict) -> None:
+    """One pass, as an engine process reports it."""
+    PASS_ROWS.observe(stats["rows"])
+    padded = stats["rows"] * stats["padded_frames"]
+    PASS_FILL.observe(stats["frames"] / padded if padded else 1.0)
+    PASS_SECONDS.observe(stats["seconds"])
+    PASS_FRAMES.labels("real").inc(stats["frames"])
+    PASS_FRAMES.labels("padded").inc(padded)
+    ENGINE_BUSY.inc(stats["seconds"])
+    ENGINE_IDLE.inc(stats["idle_s"])
+    if stats.get("recompiles"):
+        RECOMPILES.inc(stats["recompiles"])
+    for kind, value in (stats.get("memory") or {}).items():
+        GPU_MEMORY.labels(kind).set(value)
 
 
 def job_finished(result: JobResult | None, outcome: str) -> None:

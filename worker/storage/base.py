@@ -36,8 +36,11 @@ class Storage(Protocol):
                  content_type: str = "application/octet-stream") -> None:
         """Like ``put``, streaming from a local file (multipart on S3): for chapter-sized objects."""
 
-    def get(self, key: str) -> bytes:
-        """The object's bytes; :class:`ObjectNotFound` if absent."""
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes (at most ``max_bytes + 1`` of them when given); :class:`ObjectNotFound` if absent."""
+
+    def open(self, key: str) -> Iterator[bytes]:
+        """The object's bytes as a stream of blocks, for serving large objects; :class:`ObjectNotFound` if absent."""
 
     def head(self, key: str) -> ObjectInfo | None:
         """Size and metadata, or None if absent."""

@@ -1,7 +1,12 @@
-"""A local folder as storage: atomic writes (temp file, then rename), metadata in a hidden sidecar tree."""
+"""A local folder as storage: atomic writes (temp file, then rename), metadata in a hidden sidecar tree.
+
+An object's metadata is removed before its data is replaced and written after: a crash in between leaves new data
+without metadata (which the skip check treats as absent, so the job runs again), never old data under new metadata.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -9,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from worker.errors import BadInputError
 from worker.keys import validate_key
 from worker.storage.base import ObjectInfo, ObjectNotFound
 
@@ -35,6 +41,12 @@ def _atomic_write(path: Path, data: bytes | Path) -> None:
         raise
 
 
+def _blocks(handle, size: int = 1 << 16) -> Iterator[bytes]:
+    with handle:
+        while block := handle.read(size):
+            yield block
+
+
 class LocalStorage:
     """``file:///abs/path`` (or ``file://./relative``): every key is a file under the root folder."""
 
@@ -54,9 +66,16 @@ class LocalStorage:
 
     def _write(self, key: str, data: bytes | Path, metadata: dict[str, str] | None, content_type: str) -> None:
         path = self._path(key)
-        _atomic_write(self._meta_path(key), json.dumps({"metadata": metadata or {},
-                                                        "content_type": content_type}).encode())
-        _atomic_write(path, data)
+        meta = self._meta_path(key)
+        try:
+            meta.unlink(missing_ok=True)
+            _atomic_write(path, data)
+            _atomic_write(meta, json.dumps({"metadata": metadata or {}, "content_type": content_type}).encode())
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise BadInputError("bad_key", f"{key[:80]!r} is too long for a file name here", "output.key") \
+                    from None
+            raise
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream") -> None:
@@ -66,11 +85,19 @@ class LocalStorage:
                  content_type: str = "application/octet-stream") -> None:
         self._write(key, path, metadata, content_type)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            with self._path(key).open("rb") as handle:
+                return handle.read(-1 if max_bytes is None else max_bytes + 1)
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
+
+    def open(self, key: str) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+        return _blocks(handle)
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)

@@ -12,15 +12,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.errors import StorageUnavailableError
+from worker.errors import BadInputError, StorageUnavailableError
 from worker.keys import join_prefix
 from worker.storage.base import ObjectInfo, ObjectNotFound
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# What S3 (or MinIO) answers to a key it will never take: the job's fault, not a passing fault.
+_BAD_KEY = {"KeyTooLongError", "InvalidObjectName", "XMinioInvalidObjectName"}
+
+
+def _cause(exc: Exception) -> Exception:
+    """boto3's managed transfers wrap S3's answer in S3UploadFailedError; the answer's code is what tells."""
+    cause = exc.__cause__ or exc.__context__
+    return cause if isinstance(exc, S3UploadFailedError) and isinstance(cause, ClientError) else exc
 
 
 class S3Storage:
@@ -50,7 +59,10 @@ class S3Storage:
     def _relative(self, full_key: str) -> str:
         return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
 
-    def _unavailable(self, exc: Exception, action: str, key: str) -> StorageUnavailableError:
+    def _unavailable(self, exc: Exception, action: str, key: str) -> Exception:
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        if code in _BAD_KEY:
+            return BadInputError("bad_key", f"S3 refuses the key {key[:80]!r}: {code}", "output.key")
         return StorageUnavailableError(f"S3 {action} of {self.bucket}/{key} failed: {type(exc).__name__}: {exc}")
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
@@ -58,9 +70,13 @@ class S3Storage:
         full = self._key(key)
         extra = {"Metadata": metadata or {}, "ContentType": content_type}
         try:
-            self.client.upload_fileobj(io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self.transfer)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._unavailable(exc, "upload", full) from exc
+            if len(data) < self.transfer.multipart_threshold:  # one request, and S3's own error code if it fails
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
+            else:
+                self.client.upload_fileobj(io.BytesIO(data), self.bucket, full, ExtraArgs=extra,
+                                           Config=self.transfer)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            raise self._unavailable(_cause(exc), "upload", full) from exc
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
                  content_type: str = "application/octet-stream") -> None:
@@ -68,21 +84,41 @@ class S3Storage:
         extra = {"Metadata": metadata or {}, "ContentType": content_type}
         try:
             self.client.upload_file(str(path), self.bucket, full, ExtraArgs=extra, Config=self.transfer)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._unavailable(exc, "upload", full) from exc
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            raise self._unavailable(_cause(exc), "upload", full) from exc
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         full = self._key(key)
-        buffer = io.BytesIO()
         try:
+            if max_bytes is not None:  # never more than the caller can take, whatever the object holds
+                answer = self.client.get_object(Bucket=self.bucket, Key=full, Range=f"bytes=0-{max_bytes}")
+                return answer["Body"].read()
+            buffer = io.BytesIO()
             self.client.download_fileobj(self.bucket, full, buffer, Config=self.transfer)
+            return buffer.getvalue()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
                 raise ObjectNotFound(key) from None
             raise self._unavailable(exc, "download", full) from exc
         except BotoCoreError as exc:
             raise self._unavailable(exc, "download", full) from exc
-        return buffer.getvalue()
+
+    def open(self, key: str) -> Iterator[bytes]:
+        full = self._key(key)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                raise ObjectNotFound(key) from None
+            raise self._unavailable(exc, "download", full) from exc
+        except BotoCoreError as exc:
+            raise self._unavailable(exc, "download", full) from exc
+        return body.iter_chunks(1 << 16)
+
+    def presigned_url(self, key: str, expires_s: int = 300) -> str:
+        """A time-limited URL to GET the object directly from S3 (no credentials needed by its holder)."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
+                                                  "Key": self._key(key)}, ExpiresIn=expires_s)
 
     def head(self, key: str) -> ObjectInfo | None:
         full = self._key(key)

@@ -1,0 +1,145 @@
+"""The pass scheduler's policy, pure Python: stand-in chunks (only lengths and groups matter to it), a fake clock.
+What the engine computes is tested elsewhere with the real model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from worker.planner import PlannerConfig
+from worker.runtime.scheduler import Pass, PassScheduler, Ticket, all_cancelled
+
+GROUP = ("fp32", 16, -1.0, True)
+
+
+@dataclass
+class Chunk:
+    frames: int
+    group: tuple = GROUP
+
+
+@dataclass
+class Prepared:
+    chunks: list = field(default_factory=list)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ticket(ticket_id: int, *frames: int, clock: Clock, priority: int = 0, alone: bool = False,
+            group: tuple = GROUP) -> Ticket:
+    ticket = Ticket(ticket_id, [None], priority=priority, alone=alone, submitted=clock())
+    ticket.prepared = [Prepared([Chunk(n, group) for n in frames])]
+    return ticket
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def _scheduler(clock, budget=8 * 1024, max_batch=8, wait=0.05):
+    return PassScheduler(PlannerConfig(frame_budget=budget, max_batch=max_batch, frame_buckets=(512, 1024)), wait,
+                         clock)
+
+
+def test_jobs_arriving_one_by_one_share_a_full_pass(clock):
+    scheduler = _scheduler(clock)
+    for i in range(8):
+        scheduler.add(_ticket(i, 900, clock=clock))
+        if i < 7:
+            assert isinstance(scheduler.next_pass(), float), "a part-full pass waits for companions"
+    chosen = scheduler.next_pass()
+    assert isinstance(chosen, Pass) and chosen.plan.size == 8 and len(chosen.tickets) == 8
+
+
+def test_a_part_full_pass_leaves_when_its_oldest_job_has_waited_enough(clock):
+    scheduler = _scheduler(clock)
+    scheduler.add(_ticket(1, 900, clock=clock))
+    wait = scheduler.next_pass()
+    assert wait == pytest.approx(0.05)
+    clock.now += 0.05
+    chosen = scheduler.next_pass()
+    assert isinstance(chosen, Pass) and chosen.plan.size == 1
+
+
+def test_the_most_urgent_ready_pass_goes_first(clock):
+    scheduler = _scheduler(clock, wait=0.0)
+    scheduler.add(_ticket(1, 400, 400, clock=clock, priority=6))  # a book, first in line
+    clock.now += 1
+    scheduler.add(_ticket(2, 900, clock=clock, priority=0))  # an interactive request, later
+    first = scheduler.next_pass()
+    assert [t.id for t in first.tickets] == [2]
+
+
+def test_a_job_that_must_run_alone_never_shares_its_pass(clock):
+    scheduler = _scheduler(clock)
+    scheduler.add(_ticket(1, 900, clock=clock))
+    scheduler.add(_ticket(2, 900, clock=clock, alone=True))
+    scheduler.add(_ticket(3, 900, clock=clock))
+    chosen = scheduler.next_pass()
+    assert [t.id for t in chosen.tickets] == [2]  # ready at once: a suspect does not wait for anyone
+
+
+def test_groups_and_buckets_never_mix(clock):
+    scheduler = _scheduler(clock, wait=0.0)
+    scheduler.add(_ticket(1, 300, clock=clock))
+    scheduler.add(_ticket(2, 900, clock=clock))
+    scheduler.add(_ticket(3, 300, clock=clock, group=("fp32", 8, -1.0, True)))
+    seen = []
+    while isinstance(chosen := scheduler.next_pass(), Pass):
+        seen.append(sorted(t.id for t in chosen.tickets))
+        scheduler.complete(chosen, [object()] * chosen.plan.size, 0.1)
+    assert sorted(seen) == [[1], [2], [3]]
+
+
+def test_a_ticket_finishes_when_its_last_chunk_has_run(clock):
+    scheduler = _scheduler(clock, max_batch=2, wait=0.0)
+    ticket = _ticket(1, 900, 900, 900, clock=clock)
+    scheduler.add(ticket)
+    first = scheduler.next_pass()
+    scheduler.complete(first, ["a", "b"], 1.0)
+    assert not ticket.done and scheduler.finished() == []
+    second = scheduler.next_pass()
+    scheduler.complete(second, ["c"], 0.5)
+    assert ticket.done and scheduler.finished() == [ticket]
+    assert sorted(ticket.waves) == [(0, 0), (0, 1), (0, 2)] and ticket.seconds == [pytest.approx(1.5)]
+
+
+def test_a_failed_pass_retries_its_jobs_alone_then_fails_the_culprit(clock):
+    scheduler = _scheduler(clock, wait=0.0)
+    good, bad = _ticket(1, 900, clock=clock), _ticket(2, 900, clock=clock)
+    scheduler.add(good)
+    scheduler.add(bad)
+    shared = scheduler.next_pass()
+    scheduler.fail(shared, RuntimeError("boom"))
+    assert good.alone and bad.alone and good.error is None and bad.error is None
+    for _ in range(2):
+        chosen = scheduler.next_pass()
+        if chosen.tickets == [bad]:
+            scheduler.fail(chosen, RuntimeError("boom again"))
+        else:
+            scheduler.complete(chosen, ["wave"], 0.1)
+    assert good.done and good.error is None
+    assert isinstance(bad.error, RuntimeError) and str(bad.error) == "boom again"
+    assert scheduler.next_pass() is None
+
+
+def test_cancelled_jobs_leave_the_pool_and_stop_their_pass(clock):
+    scheduler = _scheduler(clock, wait=0.0)
+    first, second = _ticket(1, 900, clock=clock), _ticket(2, 900, 900, clock=clock)
+    scheduler.add(first)
+    scheduler.add(second)
+    running = scheduler.next_pass()
+    stop = all_cancelled(running)
+    scheduler.cancel(1)
+    assert not stop()
+    scheduler.cancel(2)
+    assert stop()
+    assert scheduler.next_pass() is None and {t.id for t in scheduler.finished()} == {1, 2}

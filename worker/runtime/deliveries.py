@@ -1,0 +1,69 @@
+"""How many times a job's run ended with its process dead: the count that stops a poison job.
+
+A job that crashes the process running it (a segfault in native code, an OOM kill, a CUDA abort) would otherwise be
+retried or redelivered forever, each time costing an engine restart and taking its companions down with it. Each job
+id has a counter in Redis (with an expiry): it goes up when a pass holding the job starts, and back down when the
+pass ends, whatever its outcome. A pass that never ends, because its engine process or the whole worker died, leaves
+the count raised. The next delivery reads it:
+
+- 0: the job runs normally;
+- 1 to N-1: the job runs in passes of its own, so that it cannot take companions down again;
+- N (``F5_MAX_LOST_RUNS``, default 3): the job is dead-lettered with code ``worker_lost`` and not run again.
+
+Jobs that were only waiting when a process died are not counted: they did nothing wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from worker.broker.redis import RedisBookkeeping
+from worker.constants import LOST_RUNS_KEY_PREFIX
+
+log = logging.getLogger(__name__)
+
+TTL_S = 7 * 24 * 3600
+
+
+class LostRuns(RedisBookkeeping):
+
+    def _keys(self, job_ids: list[str]) -> list[str]:
+        return [f"{LOST_RUNS_KEY_PREFIX}{job_id}" for job_id in job_ids]
+
+    def _add(self, job_ids: list[str], amount: int) -> None:
+        if not self.enabled or not job_ids:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in self._keys(job_ids):
+                pipe.incrby(key, amount)
+                pipe.expire(key, TTL_S)
+            pipe.execute()
+        except Exception as exc:  # bookkeeping must not fail a job; the worst case is a poison job found later
+            log.warning("could not update lost-run counts: %s", exc)
+
+    def started(self, job_ids: list[str]) -> None:
+        """A pass holding these jobs starts: count it as lost until it ends."""
+        self._add(job_ids, 1)
+
+    def ended(self, job_ids: list[str]) -> None:
+        """The pass ended, well or badly, with its process alive."""
+        self._add(job_ids, -1)
+
+    def counts(self, job_ids: list[str]) -> dict[str, int]:
+        if not self.enabled or not job_ids:
+            return {}
+        try:
+            values = self._client.mget(self._keys(job_ids))
+        except Exception as exc:
+            log.warning("could not read lost-run counts: %s", exc)
+            return {}
+        return {job_id: max(0, int(value)) for job_id, value in zip(job_ids, values, strict=True) if value}
+
+    def forget(self, job_ids: list[str]) -> None:
+        """The job is stored (or dead-lettered): its history no longer matters."""
+        if self.enabled and job_ids:
+            try:
+                self._client.delete(*self._keys(job_ids))
+            except Exception as exc:
+                log.warning("could not clear lost-run counts: %s", exc)

@@ -1,0 +1,298 @@
+"""The worker's side of its engine processes: start them, hand them requests, supervise them.
+
+One engine process per GPU (one on a CPU machine), spawned fresh (never forked: a forked CUDA context is broken). The
+worker's task threads call ``submit``; each request goes to the engine with the least work outstanding, and the
+thread waits for its waveforms while other threads keep the engine fed.
+
+Supervision: when an engine process dies (a lost device, an OOM kill, a crash in native code), every job it held
+fails with ``EngineLostError``, a transient error, so its task retries; a fresh engine process is started at once.
+Jobs that were *in the running pass* when it died are reported to ``on_lost`` (the delivery ledger counts them:
+a job that keeps killing its engine is dead-lettered). A job that outlives its time limit is cancelled in the engine
+(the pass stops if nobody else needs it); an engine that does not let go by the hard limit is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from worker.engine.config import EngineConfig
+from worker.engine.types import SynthesisOutput, SynthesisRequest
+from worker.errors import BadInputError, EngineBuildError, EngineLostError, JobTimeLimitError, TransientError
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (0.5, 2.0, 5.0, 15.0, 30.0, 60.0)
+
+
+@dataclass
+class _Pending:
+    ticket: int
+    keys: list[str]  # job ids, for the delivery ledger
+    future: Future = field(default_factory=Future)
+    on_engine: bool = False  # a pass holding this ticket started
+
+
+class EngineProcess:
+    """One engine process and the thread that reads what it says."""
+
+    def __init__(self, host: EngineHost, index: int, env: dict[str, str]) -> None:
+        self.host = host
+        self.index = index
+        self.env = env
+        self.name = f"Engine-{index}"
+        self.pending: dict[int, _Pending] = {}
+        self.info: dict | None = None
+        self.ready = threading.Event()
+        self.build_error: str | None = None
+        self.restarts = 0
+        self._send_lock = threading.Lock()
+        self.process = None
+        self.conn = None
+        self.reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        from worker.runtime.engine_process import main
+
+        self.process = context.Process(
+            target=main, name=self.name, daemon=True,
+            args=(child, self.host.config.model_dump(), self.env, self.name, self.host.max_wait_s))
+        self.process.start()
+        child.close()
+        self.conn = parent
+        self.ready.clear()
+        self.reader = threading.Thread(target=self._read, name=f"f5-{self.name}-reader", daemon=True)
+        self.reader.start()
+
+    @property
+    def load(self) -> int:
+        return len(self.pending)
+
+    def send(self, message: tuple) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def _read(self) -> None:
+        conn, process = self.conn, self.process
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            self._handle(message)
+        process.join(5)
+        self.host._engine_died(self, process.exitcode)
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "ready":
+            self.info = message[1]
+            log.info("%s ready (pid %s, %s, %s, %d frames per pass)", self.name, self.info["pid"],
+                     self.info["device"], self.info["precision"], self.info["frame_budget"])
+            self.ready.set()
+            self.host._on_ready(self)
+        elif kind == "build_failed":
+            self.build_error = message[1]
+        elif kind == "started":
+            for ticket in message[1]:
+                pending = self.pending.get(ticket)
+                if pending is not None and not pending.on_engine:
+                    pending.on_engine = True
+                    self.host.on_started(pending.keys)
+        elif kind == "pass":
+            self.host.on_pass(message[1])
+        elif kind == "fault":
+            log.critical("%s lost its device: %s", self.name, message[1])
+        elif kind in ("done", "failed", "cancelled"):
+            self._settle(message)
+
+    def _settle(self, message: tuple) -> None:
+        with self.host._lock:
+            pending = self.pending.pop(message[1], None)
+        if pending is None:
+            return
+        if pending.on_engine:
+            self.host.on_settled(pending.keys)
+        kind = message[0]
+        if kind == "done":
+            pending.future.set_result(message[2])
+        elif kind == "cancelled":
+            pending.future.set_exception(JobTimeLimitError("the job was abandoned at its time limit"))
+        else:
+            pending.future.set_exception(_error(message[2]))
+
+
+def _error(portable: tuple) -> BaseException:
+    kind, detail = portable
+    if kind == "bad_input":
+        return BadInputError(detail["code"], detail["message"], detail["field"])
+    if kind == "transient":
+        return TransientError(detail)
+    return RuntimeError(detail)
+
+
+class EngineHost:
+    """Thread-safe front of the worker's engine processes (``SynthesisEngine``-like: ``synthesize``)."""
+
+    def __init__(self, config: EngineConfig, devices: Sequence[str | None], *, max_wait_s: float,
+                 on_started: Callable[[list[str]], None] = lambda keys: None,
+                 on_settled: Callable[[list[str]], None] = lambda keys: None,
+                 on_lost: Callable[[list[str]], None] = lambda keys: None,
+                 on_pass: Callable[[dict], None] = lambda stats: None) -> None:
+        self.config = config
+        self.max_wait_s = max_wait_s
+        self.on_started, self.on_settled, self.on_lost, self.on_pass = on_started, on_settled, on_lost, on_pass
+        self._tickets = itertools.count(1)
+        self._lock = threading.Lock()
+        self._closing = False
+        self._serving = False  # set once every engine has started: from then on a dead engine is replaced
+        self.engines = [EngineProcess(self, index, self._env(device)) for index, device in enumerate(devices)]
+        self.started_at = time.monotonic()
+
+    @staticmethod
+    def _env(device: str | None) -> dict[str, str]:
+        env = {"F5_ENGINE_LOG_LEVEL": logging.getLevelName(logging.getLogger().getEffectiveLevel())}
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        return env
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    def start(self, timeout_s: float) -> None:
+        """Start every engine and wait until each is built and warmed up (or one fails to build)."""
+        for engine in self.engines:
+            engine.start()
+        deadline = time.monotonic() + timeout_s
+        for engine in self.engines:
+            while not engine.ready.wait(0.2):
+                if engine.build_error or not engine.process.is_alive():
+                    engine.reader.join(5)  # it may still be reading the reason the process gave
+                    self.close()
+                    raise EngineBuildError(engine.build_error or f"{engine.name} exited with code "
+                                           f"{engine.process.exitcode} while starting")
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise EngineBuildError(f"{engine.name} did not finish building within {timeout_s:.0f} s "
+                                           "(WORKER_PROC_ALIVE_TIMEOUT)")
+        self._serving = True
+
+    def close(self) -> None:
+        self._closing = True
+        for engine in self.engines:
+            if engine.process is not None and engine.process.is_alive():
+                engine.process.terminate()
+        for engine in self.engines:
+            if engine.process is not None:
+                engine.process.join(10)
+
+    def _on_ready(self, engine: EngineProcess) -> None:
+        if engine.restarts:
+            log.info("%s is back after %d restart(s)", engine.name, engine.restarts)
+
+    def _engine_died(self, engine: EngineProcess, exitcode: int | None) -> None:
+        engine.ready.clear()
+        with self._lock:
+            lost, engine.pending = engine.pending, {}
+        for pending in lost.values():
+            if pending.on_engine:
+                self.on_lost(pending.keys)
+            pending.future.set_exception(EngineLostError(
+                f"{engine.name} stopped (exit code {exitcode}) while this job was "
+                + ("in its running pass" if pending.on_engine else "waiting in it")))
+        if self._closing or not self._serving:  # at start-up, start() reports the failure and the worker stops
+            return
+        delay = RESTART_BACKOFF_S[min(engine.restarts, len(RESTART_BACKOFF_S) - 1)] if engine.build_error else 0.0
+        log.error("%s (pid %s) exited with code %s; %d job(s) it held will be retried; starting a fresh one%s",
+                  engine.name, engine.process.pid, exitcode, len(lost), f" in {delay:.0f} s" if delay else "")
+        engine.restarts += 1
+        engine.build_error = None
+        if delay:
+            threading.Timer(delay, engine.start).start()
+        else:
+            engine.start()
+
+    # ------------------------------------------------------------------------------------------- serving
+
+    @property
+    def info(self) -> dict:
+        for engine in self.engines:
+            if engine.info is not None:
+                return engine.info
+        raise EngineBuildError("no engine has started yet")
+
+    @property
+    def model_name(self) -> str:
+        return self.info["model"]
+
+    @property
+    def precision(self) -> str:
+        return self.info["precision"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info["fingerprint"]
+
+    def ready_engines(self) -> int:
+        return sum(1 for engine in self.engines if engine.ready.is_set())
+
+    def submit(self, requests: Sequence[SynthesisRequest], keys: Sequence[str], *, priority: int = 0,
+               alone: bool = False, wait_for_engine_s: float = 120.0) -> tuple[EngineProcess, _Pending]:
+        deadline = time.monotonic() + wait_for_engine_s
+        while True:
+            with self._lock:
+                ready = [engine for engine in self.engines if engine.ready.is_set()]
+                if ready:
+                    engine = min(ready, key=lambda e: e.load)
+                    pending = _Pending(next(self._tickets), list(keys))
+                    engine.pending[pending.ticket] = pending
+                    break
+            if time.monotonic() > deadline:
+                raise EngineLostError(f"no engine process is ready after {wait_for_engine_s:.0f} s")
+            time.sleep(0.1)
+        with contextlib.suppress(OSError, EOFError, BrokenPipeError):  # dying: its reader fails the ticket
+            engine.send(("submit", pending.ticket, list(requests), priority, alone))
+        return engine, pending
+
+    def wait(self, submitted: tuple[EngineProcess, _Pending], timeout_s: float | None = None,
+             hard_timeout_s: float | None = None) -> list[SynthesisOutput]:
+        """The waveforms of a submitted ticket, or its error (``EngineLostError``, ``JobTimeLimitError``, bad input).
+        Past ``timeout_s`` the job is cancelled in its engine; an engine that still holds it at ``hard_timeout_s``
+        is replaced."""
+        engine, pending = submitted
+        try:
+            return pending.future.result(timeout_s)
+        except FutureTimeout:
+            pass
+        with self._lock:
+            still_pending = engine.pending.get(pending.ticket) is pending
+        if still_pending:
+            with contextlib.suppress(OSError, EOFError, BrokenPipeError):
+                engine.send(("cancel", pending.ticket))
+        grace = None if hard_timeout_s is None or timeout_s is None else max(1.0, hard_timeout_s - timeout_s)
+        try:
+            return pending.future.result(grace)  # it may have finished as the cancel went out
+        except FutureTimeout:
+            log.error("%s did not let go of a job past its hard time limit; replacing the process", engine.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(engine.process.pid, signal.SIGKILL)
+        except JobTimeLimitError:
+            pass
+        raise JobTimeLimitError(f"the job did not finish within its time limit of {timeout_s:.0f} s")
+
+    def synthesize(self, requests: Sequence[SynthesisRequest], keys: Sequence[str] = (), *, priority: int = 0,
+                   alone: bool = False, timeout_s: float | None = None,
+                   hard_timeout_s: float | None = None) -> list[SynthesisOutput]:
+        keys = list(keys) or [str(i) for i in range(len(requests))]
+        return self.wait(self.submit(requests, keys, priority=priority, alone=alone), timeout_s, hard_timeout_s)
