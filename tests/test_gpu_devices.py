@@ -1,0 +1,53 @@
+"""GPU discovery without CUDA (the worker process never initialises it): one engine process per visible GPU, each
+seeing only its own, and enough tasks in flight to fill them. The environment variable is the contract, as no GPU
+exists here."""
+
+from __future__ import annotations
+
+from worker.runtime.context import engine_devices
+from worker.runtime.gpus import visible_gpus
+from worker.runtime.host import EngineHost
+from worker.settings import Settings
+
+
+class Conf(dict):
+    def __setattr__(self, key, value):
+        self[key] = value
+
+
+def test_visible_gpus_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5, 7")
+    assert visible_gpus() == ["2", "5", "7"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []
+
+
+def test_one_engine_per_gpu_each_seeing_only_its_own(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    monkeypatch.delenv("F5_DEVICE", raising=False)
+    devices = engine_devices(Settings())
+    assert devices == ["2", "5"]
+    assert [EngineHost._env(device)["CUDA_VISIBLE_DEVICES"] for device in devices] == ["2", "5"]
+
+
+def test_no_gpu_or_an_explicit_device_is_one_engine(monkeypatch, tmp_path):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    assert visible_gpus() == [] and engine_devices(Settings()) == [None]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("F5_DEVICE", "cuda:1")
+    assert engine_devices(Settings()) == [None]
+    assert "CUDA_VISIBLE_DEVICES" not in EngineHost._env(None)
+
+
+def test_default_concurrency_fills_two_passes_per_engine(monkeypatch):
+    from worker.signals import default_concurrency
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    monkeypatch.delenv("F5_DEVICE", raising=False)
+    conf = Conf(worker_concurrency=None)
+    default_concurrency(conf=conf, options={"concurrency": None})
+    assert conf["worker_concurrency"] == 2 * 64 * 4
+    explicit = Conf(worker_concurrency=None)
+    default_concurrency(conf=explicit, options={"concurrency": 16})
+    assert explicit["worker_concurrency"] is None
