@@ -1,9 +1,16 @@
-"""kombu's Redis transports (plain and Sentinel), hardened against queue items that are not JSON.
+"""kombu's Redis transports (plain and Sentinel), hardened for a worker that holds many messages at once.
 
-A foreign or corrupted item in a queue list makes kombu's JSON decoding raise inside the worker's event loop, and the
-worker exits ("Unrecoverable error: JSONDecodeError"). BRPOP has already removed the item by then, so these subclasses
-log it and carry on instead: the poison message is rejected, the worker keeps serving. Everything else is kombu's
-own code, reached through ``super()``.
+- A foreign or corrupted item in a queue list makes kombu's JSON decoding raise inside the worker's event loop, and
+  the worker exits ("Unrecoverable error: JSONDecodeError"). BRPOP has already removed the item by then, so these
+  subclasses log it and carry on instead: the poison message is rejected, the worker keeps serving.
+- When the broker connection drops while messages are unacknowledged (a threads-pool worker always holds some), the
+  consumer closes its channel and kombu tries to put those messages back in the queue through a connection that is
+  already gone: ``AttributeError: 'NoneType' object has no attribute 'hostname'``, which is not a connection error, so
+  the worker dies instead of reconnecting. Here that attempt raises a connection error, which kombu ignores as it
+  should: the messages stay in Redis's unacked set, and the visibility-timeout sweep restores them if their tasks do
+  not finish.
+
+Everything else is kombu's own code, reached through ``super()``.
 """
 
 from __future__ import annotations
@@ -12,11 +19,17 @@ import logging
 from queue import Empty
 
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger(__name__)
 
 
 class _Hardened:
+    def _connparams(self, asynchronous=False):
+        if self.connection.client is None:  # the connection this channel belonged to is closed
+            raise RedisConnectionError("the broker connection of this channel is closed")
+        return super()._connparams(asynchronous=asynchronous)
+
     def _brpop_read(self, **options):
         try:
             return super()._brpop_read(**options)
