@@ -7,6 +7,7 @@ import click
 from producer import logs
 from producer.cmd_assemble import assemble
 from producer.cmd_enqueue import enqueue, resume
+from producer.cmd_serve import serve
 from producer.cmd_status import status, voice
 from producer.synth import synth
 
@@ -14,9 +15,9 @@ from producer.synth import synth
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="-v for progress details, -vv for debug logs.")
 def main(verbose: int) -> None:
-    """Batch speech synthesis with F5-TTS: local synthesis, books to jobs, status, resume and assembly."""
+    """Batch speech synthesis with F5-TTS: local synthesis, books to jobs, status, resume, assembly, HTTP gateway."""
     logs.configure(verbose)
 
 
-for command in (synth, enqueue, resume, status, voice, assemble):
+for command in (synth, enqueue, resume, status, voice, assemble, serve):
     main.add_command(command)

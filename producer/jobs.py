@@ -72,7 +72,7 @@ def entry_job(record: BookRecord, entry: ManifestEntry) -> Job:
 
 
 def single_task_id(job: Job) -> str:
-    return f"{job.resolved_job_id()}.{job.content_hash()[:12]}"
+    return job.task_id()
 
 
 def _entry(record: BookRecord, segment: Segment, job: Job, task: str, task_id: str) -> ManifestEntry:

@@ -209,3 +209,41 @@ class WorkerProcess:
         if getattr(self, "_log", None):
             self._log.close()
         return self.process.returncode if self.process else None
+
+
+class GatewayProcess:
+    """``f5-batch serve`` as a subprocess: real uvicorn on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.port = free_port()
+        self.env = env
+        self.log_path = log_dir / f"gateway-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayProcess:
+        import requests
+
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        command = [str(Path(sys.executable).with_name("f5-batch")), "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            return requests.get(f"{self.url}/healthz", timeout=2).ok
+
+        wait_until(up, 60, "the gateway to answer")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        if getattr(self, "_log", None):
+            self._log.close()

@@ -175,6 +175,10 @@ class Job(_Strict):
         identity = f"{self.content_hash()}|{model_fingerprint}|{precision}|{self.resolved_seed()}"
         return hashlib.sha256(identity.encode()).hexdigest()
 
+    def task_id(self) -> str:
+        """The Celery task id a single job is sent under: the same job gets the same id from any client."""
+        return f"{self.resolved_job_id()}.{self.content_hash()[:12]}"
+
     def params_hash(self) -> str:
         canonical = json.dumps(self.params.model_dump(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -7,10 +7,10 @@ the README's configuration table lists them all.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.constants import DEFAULT_QUEUE
 from worker.engine.config import EngineConfig
@@ -91,6 +91,34 @@ class FlowerSettings(_Section):
     basic_auth: SecretStr | None = Field(None, validation_alias=_env("FLOWER_BASIC_AUTH"))
 
 
+class GatewaySettings(_Section):
+    """The HTTP front (``f5-batch serve``). Tokens come only from the environment."""
+
+    tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), validation_alias=_env("F5_GATEWAY_TOKENS"), description="Comma-separated bearer tokens.")
+    open: bool = Field(False, validation_alias=_env("F5_GATEWAY_OPEN"),
+                       description="Serve without tokens (refused unless set: the gateway starts closed).")
+    default_voice: str | None = Field(None, validation_alias=_env("F5_DEFAULT_VOICE"),
+                                      description="Voice for /tts requests that name none.")
+    tts_timeout_s: float = Field(60.0, gt=0, le=3600, validation_alias=_env("F5_GATEWAY_TTS_TIMEOUT"))
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias=_env("F5_GATEWAY_MAX_BODY_BYTES"))
+    max_queued: int = Field(10_000, ge=1, validation_alias=_env("F5_GATEWAY_MAX_QUEUED"),
+                            description="Above this many waiting messages, new jobs get 503 and Retry-After.")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("F5_GATEWAY_CORS_ORIGINS"), description="Off unless set (comma-separated).")
+    audio_redirect: bool = Field(False, validation_alias=_env("F5_GATEWAY_AUDIO_REDIRECT"),
+                                 description="Redirect audio downloads to presigned S3 URLs instead of streaming.")
+    prefix: str = Field("books", validation_alias=_env("F5_GATEWAY_BOOK_PREFIX"),
+                        description="Key prefix of the books /v1/books reports on.")
+
+    @field_validator("tokens", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
 class Settings(BaseSettings):
     """All settings, one section per concern."""
 
@@ -100,6 +128,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
 
 def load_settings() -> Settings:

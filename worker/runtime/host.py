@@ -41,6 +41,7 @@ class _Pending:
     keys: list[str]  # job ids, for the delivery ledger
     future: Future = field(default_factory=Future)
     on_engine: bool = False  # a pass holding this ticket started
+    started_at: float | None = None  # when: a job's time limits count from its first pass, not its wait
 
 
 class EngineProcess:
@@ -109,7 +110,7 @@ class EngineProcess:
             for ticket in message[1]:
                 pending = self.pending.get(ticket)
                 if pending is not None and not pending.on_engine:
-                    pending.on_engine = True
+                    pending.on_engine, pending.started_at = True, time.monotonic()
                     self.host.on_started(pending.keys)
         elif kind == "pass":
             self.host.on_pass(message[1])
@@ -268,13 +269,20 @@ class EngineHost:
     def wait(self, submitted: tuple[EngineProcess, _Pending], timeout_s: float | None = None,
              hard_timeout_s: float | None = None) -> list[SynthesisOutput]:
         """The waveforms of a submitted ticket, or its error (``EngineLostError``, ``JobTimeLimitError``, bad input).
-        Past ``timeout_s`` the job is cancelled in its engine; an engine that still holds it at ``hard_timeout_s``
-        is replaced."""
+
+        The limits count from the job's first pass: waiting for a place in the engine's passes is not running. Past
+        ``timeout_s`` the job is cancelled in its engine (its pass stops at the next step if nobody else is in it);
+        an engine that still holds it at ``hard_timeout_s`` is replaced."""
         engine, pending = submitted
-        try:
-            return pending.future.result(timeout_s)
-        except FutureTimeout:
-            pass
+        while True:
+            left = None if timeout_s is None or pending.started_at is None \
+                else pending.started_at + timeout_s - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                return pending.future.result(1.0 if left is None else min(left, 1.0))
+            except FutureTimeout:
+                continue
         with self._lock:
             still_pending = engine.pending.get(pending.ticket) is pending
         if still_pending:

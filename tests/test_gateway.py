@@ -1,0 +1,156 @@
+"""The HTTP gateway against real parts: a real ``f5-batch serve`` (uvicorn), a real worker, Redis and the S3 endpoint.
+Requests are plain HTTP from ``requests``, as another backend would send them."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import soundfile as sf
+
+from tests.conftest import BUCKET, REF_TEXT, REPO, cli, own_queue, two_chapters, worker_env
+from tests.services import GatewayProcess, WorkerProcess, wait_until
+
+pytestmark = pytest.mark.timeout(600)
+
+TOKEN = "gateway-test-token"
+SEED_BODY = {"gen_text": "Hola, esta es una prueba de rendimiento.", "ref_text": "", "nfe_step": 16, "use_fp16": True}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server, s3_server, prepared_random_weights, service_dir, ref_wav_path):
+    """A worker (few tasks in flight, so that a queued book stays queued) and a gateway on a queue of their own."""
+    env = worker_env(redis_server.url, f"s3://{BUCKET}/gateway", prepared_random_weights, s3_server.endpoint,
+                     F5_QUEUE=own_queue("gateway"), F5_GATEWAY_TOKENS=f"another-token,{TOKEN}",
+                     F5_DEFAULT_VOICE="narrador", F5_GATEWAY_TTS_TIMEOUT="120")
+    assert cli(env, "voice", "add", "narrador", str(ref_wav_path), "--text", REF_TEXT).returncode == 0
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=4).start()
+    gateway = GatewayProcess(env, service_dir / "logs").start()
+    yield env, gateway, worker
+    gateway.stop()
+    worker.stop()
+
+
+def _s3_bytes(s3_server, key: str) -> bytes:
+    return s3_server.client().get_object(Bucket=BUCKET, Key=f"gateway/{key}")["Body"].read()
+
+
+def test_the_seeds_curl_body_returns_a_playable_wav_in_the_default_voice(stack):
+    _, gateway, _ = stack
+    answer = requests.post(f"{gateway.url}/tts", json=SEED_BODY, headers=AUTH, timeout=180)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "audio/wav"
+    audio, rate = sf.read(io.BytesIO(answer.content))
+    assert rate == 24000 and audio.ndim == 1 and len(audio) / rate > 1.0
+
+
+def test_a_job_posted_to_v1_jobs_completes_and_its_audio_streams_back_byte_identical(stack, s3_server):
+    _, gateway, _ = stack
+    job = {"job_id": "gw-jobs-1", "text": "Una frase enviada por HTTP.",
+           "voice": {"ref_audio": "voices/narrador.wav", "ref_text": REF_TEXT},
+           "output": {"key": "http/one.wav"}, "params": {"nfe_step": 8, "seed": 3}}
+    accepted = requests.post(f"{gateway.url}/v1/jobs", json=job, headers=AUTH, timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    body = accepted.json()
+    assert body["job_id"] == "gw-jobs-1" and accepted.headers["location"] == body["status_url"]
+
+    def done() -> bool:
+        return requests.get(f"{gateway.url}{body['status_url']}", headers=AUTH, timeout=10).json()["state"] \
+            == "succeeded"
+
+    wait_until(done, 180, "the job to succeed", interval=0.2)
+    status = requests.get(f"{gateway.url}{body['status_url']}", headers=AUTH, timeout=10).json()
+    assert status["result"]["key"] == "http/one.wav" and status["error"] is None
+    audio = requests.get(f"{gateway.url}{body['audio_url']}", headers=AUTH, timeout=30)
+    assert audio.status_code == 200 and audio.content == _s3_bytes(s3_server, "http/one.wav")
+    assert status["result"]["sha256"] and status["result"]["bytes"] == len(audio.content)
+
+
+def test_an_interactive_tts_is_served_before_a_queued_book_drains(stack, quijote_path, tmp_path):
+    env, gateway, _ = stack
+    corpus = two_chapters(quijote_path, tmp_path)
+    enqueued = cli(env, "enqueue", str(corpus), "--book", "gwbook", "--voice", "narrador", "--batch-size", "1",
+                   "--nfe-step", "32", "--manifest-dir", str(tmp_path / "m"), timeout=300)
+    assert enqueued.returncode == 0, enqueued.stderr[-2000:]
+    total = len((tmp_path / "m" / "gwbook.jsonl").read_text().splitlines())
+    assert total >= 150
+    answer = requests.post(f"{gateway.url}/tts", json={**SEED_BODY, "nfe_step": 8}, headers=AUTH, timeout=300)
+    assert answer.status_code == 200, answer.text
+    counts = requests.get(f"{gateway.url}/v1/books/gwbook", headers=AUTH, timeout=30).json()
+    assert counts["total"] == total and counts["done"] < total // 2, counts  # the book is far from drained
+    status = json.loads(cli(env, "status", "gwbook", "--json", "--manifest-dir", str(tmp_path / "m")).stdout)
+    assert status["total"] == counts["total"] and set(status) - {"failures"} <= set(counts)
+
+
+def test_a_request_without_a_valid_token_is_refused(stack):
+    _, gateway, _ = stack
+    assert requests.post(f"{gateway.url}/tts", json=SEED_BODY, timeout=10).status_code == 401
+    wrong = requests.post(f"{gateway.url}/tts", json=SEED_BODY, headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
+    assert requests.get(f"{gateway.url}/v1/jobs/anything", timeout=10).status_code == 401
+    assert requests.get(f"{gateway.url}/healthz", timeout=10).status_code == 200  # probes need no token
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({**SEED_BODY, "nfe_step": "16"}, "nfe_step"),  # no coercion: a string is not a number
+    ({**SEED_BODY, "nfe_step": 500}, "nfe_step"),
+    ({**SEED_BODY, "temperature": 0.7}, "temperature"),  # unknown fields are refused, not ignored
+    ({**SEED_BODY, "gen_text": "Hola\x00mundo."}, "gen_text"),
+])
+def test_a_bad_field_is_a_422_naming_it(stack, body, field):
+    _, gateway, _ = stack
+    answer = requests.post(f"{gateway.url}/tts", json=body, headers=AUTH, timeout=30)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()
+    assert error["field"] == field and error["code"] == "invalid_job" and error["message"]
+
+
+def test_a_10_mb_body_is_refused_before_it_is_parsed(stack):
+    _, gateway, _ = stack
+    not_json = b"{" * (10 * 1024 * 1024)  # were it parsed, it would be a 422
+    answer = requests.post(f"{gateway.url}/v1/jobs", data=not_json, headers={**AUTH, "Content-Type":
+                                                                             "application/json"}, timeout=30)
+    assert answer.status_code == 413 and answer.json()["code"] == "body_too_large"
+
+    def chunks():  # no Content-Length: refused as the bytes pass the limit
+        for _ in range(10):
+            yield b" " * (1024 * 1024)
+
+    streamed = requests.post(f"{gateway.url}/v1/jobs", data=chunks(), headers=AUTH, timeout=30)
+    assert streamed.status_code == 413
+
+
+def test_unknown_ids_voices_and_books_are_404_or_400(stack):
+    _, gateway, _ = stack
+    assert requests.get(f"{gateway.url}/v1/jobs/no-such-job", headers=AUTH, timeout=10).status_code == 404
+    assert requests.get(f"{gateway.url}/v1/books/no-such-book", headers=AUTH, timeout=10).status_code == 404
+    voice = requests.post(f"{gateway.url}/tts", json={**SEED_BODY, "voice": "nadie"}, headers=AUTH, timeout=30)
+    assert voice.status_code == 400 and voice.json()["code"] == "unknown_voice" and voice.json()["field"] == "voice"
+
+
+def test_readiness_and_the_committed_openapi_document(stack):
+    _, gateway, _ = stack
+    ready = requests.get(f"{gateway.url}/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json()["workers"] >= 1
+    served = requests.get(f"{gateway.url}/openapi.json", timeout=10).json()
+    committed = json.loads((REPO / "schema" / "gateway.openapi.json").read_text())
+    assert served == committed, "run: python -m gateway.server > schema/gateway.openapi.json"
+    metrics = requests.get(f"{gateway.url}/metrics", headers=AUTH, timeout=10).text
+    assert 'f5_gateway_requests_total{method="POST",route="/tts",status="200"}' in metrics
+
+
+def test_the_gateway_refuses_to_start_without_a_token(redis_server, tmp_path):
+    env = worker_env(redis_server.url, f"file://{tmp_path}", tmp_path)
+    env.pop("F5_GATEWAY_TOKENS", None)
+    started = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).with_name("f5-batch")), "serve", "--port", "1"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "F5_GATEWAY_TOKENS" in done.stderr and "F5_GATEWAY_OPEN" in done.stderr
+    assert time.monotonic() - started < 30
