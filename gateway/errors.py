@@ -58,6 +58,11 @@ def install(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body.model_dump(), exc.status, headers=exc.headers)
 
+    @app.exception_handler(BadInputError)
+    async def bad_input(request: Request, exc: BadInputError) -> JSONResponse:
+        return JSONResponse(ErrorBody(code=exc.code, message=exc.message, field=exc.field).model_dump(),
+                            status_for(exc.code))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         error = validation_error(exc, TTS_FIELDS if request.url.path == "/tts" else None)

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 
-class BodyTooLarge(Exception):
-    pass
+
+class BodyTooLarge(HTTPException):
+    """Raised while the body streams in; an HTTPException, so the framework answers 413 instead of "parse error"."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, {"code": "body_too_large", "field": None,
+                               "message": f"the request body is over {max_bytes} bytes"})
 
 
 class BodyLimit:
@@ -18,8 +24,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def _refuse(self, send) -> None:
-        body = json.dumps({"code": "body_too_large", "field": None,
-                           "message": f"the request body is over {self.max_bytes} bytes"}).encode()
+        body = json.dumps(BodyTooLarge(self.max_bytes).detail).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
@@ -42,7 +47,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracked_send(message):

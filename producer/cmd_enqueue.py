@@ -23,7 +23,7 @@ from producer.reading import CorpusError
 from producer.tracking import follow, load_entries, load_record
 from worker.books.manifest import BookRecord, ManifestEntry, book_dir_key, entry_line
 from worker.books.status import stored_keys
-from worker.constants import TASK_SYNTHESIZE
+from worker.constants import PRIORITY_BOOKS, TASK_SYNTHESIZE
 from worker.contract import JobParams, VoiceSpec
 from worker.settings import load_settings
 from worker.speech import max_chars_for_reference
@@ -108,7 +108,9 @@ def _segments(record: BookRecord, path: Path):
                    "publishing cost (about 1.5 ms a message).")
 @click.option("--max-queued", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Backpressure: at most this many messages waiting in the queue.")
-@click.option("--priority", type=click.IntRange(0, 9), help="Redis priority, 0 (first) to 9.")
+@click.option("--priority", type=click.IntRange(0, 9), default=PRIORITY_BOOKS, show_default=True,
+              help="Redis priority, 0 (served first) to 9. Books wait behind interactive requests (0) and single "
+                   "jobs from the gateway (3).")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--chapter-regex", help="Regex matching chapter headings (at the start of a paragraph).")
 @click.option("--chapters", "chapter_range", help="Only these chapters, e.g. 1-2 or 5 (0 is front matter).")
