@@ -28,6 +28,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists a kombu queue is kept in: one per priority (0 is the queue's own name)."""
+    return [queue] + [f"{queue}:{priority}" for priority in range(1, 10)]
+
+
+def queued(client, queue: str) -> int:
+    """Messages waiting in a queue, all priorities together."""
+    return sum(client.llen(key) for key in queue_keys(queue))
+
+
+def pop_one(client, queue: str) -> bytes | None:
+    """Take one waiting message, as a consumer would (the most urgent first)."""
+    for key in queue_keys(queue):
+        item = client.rpop(key)
+        if item is not None:
+            return item
+    return None
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ import pytest
 
 from producer.corpus import body_paragraphs
 from tests.conftest import REF_TEXT, cli, own_queue, worker_env
-from tests.services import wait_until
+from tests.services import queue_keys, queued, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,7 +29,7 @@ def env(redis_server, prepared_random_weights, tmp_path, ref_wav_path):
     yield env
     import redis
 
-    redis.Redis.from_url(env["BROKER_URL"]).delete(env["F5_QUEUE"])
+    redis.Redis.from_url(env["BROKER_URL"]).delete(*queue_keys(env["F5_QUEUE"]))
 
 
 def _manifest(path: Path) -> list[dict]:
@@ -85,7 +85,7 @@ def test_a_blocked_producer_says_why_then_ctrl_c_and_resume_continue(env, quijot
     entries = _manifest(manifests / "blocked.jsonl")
     assert entries[: len(partial)] == partial
     _assert_whole_book_in_reading_order(entries, quijote_path)
-    assert redis_server.client().llen(queue) >= len(entries)  # every segment has a message waiting
+    assert queued(redis_server.client(), queue) >= len(entries)  # every segment has a message waiting
     assert json.loads((manifests / "blocked.book.json").read_text())["complete"] is True
 
 

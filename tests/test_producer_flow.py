@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REF_TEXT, cli, two_chapters, worker_env
-from tests.services import WorkerProcess, wait_until
+from tests.services import WorkerProcess, pop_one, queue_keys, queued, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -76,7 +76,7 @@ def test_worker_killed_halfway_then_resume_completes_without_duplicates(local_en
     # the queue is lost (as after a broker flush): resume must re-send whatever is missing
     import redis
 
-    redis.Redis.from_url(local_env["BROKER_URL"]).delete(local_env["F5_QUEUE"])
+    redis.Redis.from_url(local_env["BROKER_URL"]).delete(*queue_keys(local_env["F5_QUEUE"]))
     worker = WorkerProcess(local_env, service_dir / "logs", concurrency=2).start()
     try:
         resumed = cli(local_env, "resume", "crash", "--manifest-dir", manifests, "--wait", timeout=500)
@@ -99,14 +99,14 @@ def test_backpressure_keeps_the_queue_under_max_queued(local_env, quijote_path, 
     client = redis_server.client()
     highest = consumed = 0
     while process.poll() is None:
-        highest = max(highest, client.llen(queue))
+        highest = max(highest, queued(client, queue))
         for _ in range(4):  # a slow consumer
-            consumed += client.rpop(queue) is not None
+            consumed += pop_one(client, queue) is not None
         time.sleep(0.05)
     assert process.returncode == 0, process.stderr.read().decode()[-2000:]
-    remaining = client.llen(queue)
+    remaining = queued(client, queue)
     assert highest <= 25 and consumed + remaining == len(_manifest(tmp_path / "m", "bp"))
-    client.delete(queue)
+    client.delete(*queue_keys(queue))
 
 
 def test_unreachable_broker_is_a_clear_error_and_writes_nothing(local_env, quijote_path, tmp_path):

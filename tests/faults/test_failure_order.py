@@ -86,6 +86,7 @@ def test_after_a_job_passes_its_soft_limit_the_next_job_does_not_wait_for_its_pa
         with pytest.raises(Exception, match="time_limit"):
             slow.get(timeout=120)
         assert quick.get(timeout=120)["key"] == "soft/quick.wav"
+        wait_until(lambda: f"{quick.id}] succeeded" in worker.log(), 30, "the quick job's success line")
         log = worker.log()
         stopped = re.search(r"pass of \d+ rows stopped: abandoned after (\d+) of 128 steps", log)
         assert stopped and int(stopped.group(1)) < 128, "the abandoned pass was not stopped"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REF_TEXT, cli, two_chapters, worker_env
-from tests.services import RedisServer, WorkerProcess, wait_until
+from tests.services import RedisServer, WorkerProcess, queued, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,10 +30,10 @@ def test_redis_restart_while_queued_and_publishing(prepared_random_weights, serv
                    "--voice", "narrador", "--batch-size", "1", "--nfe-step", "2", "--max-queued", "40",
                    "--manifest-dir", str(tmp_path / "m")]
         producer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_until(lambda: redis.client().llen("restart") >= 30, 60, "jobs to queue up")
-        queued_before = redis.client().llen("restart")
+        wait_until(lambda: queued(redis.client(), "restart") >= 30, 60, "jobs to queue up")
+        queued_before = queued(redis.client(), "restart")
         redis.restart()  # SIGTERM: Redis writes its AOF and exits; the same port and folder come back
-        assert redis.client().llen("restart") >= queued_before - 1, "AOF keeps the queued jobs"
+        assert queued(redis.client(), "restart") >= queued_before - 1, "AOF keeps the queued jobs"
         worker = WorkerProcess(env, service_dir / "logs").start()
         time.sleep(3)
         redis.restart()  # again, now with the worker connected and the producer waiting on backpressure
