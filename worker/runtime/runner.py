@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,6 +96,33 @@ def job_id_of(payload: object, fallback: str) -> str:
         return claimed_id(payload) or fallback
 
 
+class InFlight:
+    """Output keys being produced in this process right now.
+
+    Redis hands a message out again when it stays unacknowledged past the visibility timeout, even to the worker that
+    still runs it; a producer or a client may also send the same job twice. A second delivery of a job this process is
+    already producing waits for the first to end, then finds its audio stored and skips: one execution, not two.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Event] = {}
+
+    def claim(self, key: str) -> threading.Event | None:
+        """None if the key is now ours; else the event of the run that holds it."""
+        with self._lock:
+            holder = self._running.get(key)
+            if holder is None:
+                self._running[key] = threading.Event()
+            return holder
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            event = self._running.pop(key, None)
+        if event is not None:
+            event.set()
+
+
 class JobRunner:
     """Runs jobs on the worker's engines and one storage. One per worker process, shared by its task threads."""
 
@@ -105,6 +133,7 @@ class JobRunner:
         self.references = references
         self.lost_runs = lost_runs
         self.max_lost_runs = max_lost_runs
+        self.in_flight = InFlight()
 
     def job_hash(self, job: Job) -> str:
         return job.job_hash(self.engines.fingerprint, job_precision(self.engines.precision, job.params.use_fp16))
@@ -118,6 +147,25 @@ class JobRunner:
                 jobs.append((index, parse_job(payload)))
             except BadInputError as exc:
                 outcomes[index] = JobOutcome(claimed_id(payload), error=exc)
+        claimed = self._claim([job for _, job in jobs])
+        try:
+            self._run(jobs, outcomes, queue_s, limits)
+        finally:
+            for key in claimed:
+                self.in_flight.release(key)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _claim(self, jobs: list[Job]) -> list[str]:
+        """Take the jobs' output keys; wait first for any this process is already producing."""
+        claimed: list[str] = []
+        for key in dict.fromkeys(job.resolved_key() for job in jobs):
+            while (holder := self.in_flight.claim(key)) is not None:
+                holder.wait()
+            claimed.append(key)
+        return claimed
+
+    def _run(self, jobs: list[tuple[int, Job]], outcomes: list[JobOutcome | None], queue_s: float | None,
+             limits: RunLimits) -> None:
         lost = self.lost_runs.counts([job.resolved_job_id() for _, job in jobs])
         submitted = []
         for index, job in jobs:
@@ -135,7 +183,6 @@ class JobRunner:
             submitted.append((index, job, handle, time.monotonic()))
         for index, job, handle, handed_over in submitted:
             outcomes[index] = self._collect(job, handle, handed_over, queue_s, limits)
-        return [outcome for outcome in outcomes if outcome is not None]
 
     def _before_engine(self, job: Job, lost: int, queue_s: float | None) -> JobOutcome | None:
         """Skipped (already stored), dead (lost too often), unreachable storage, or None: the job must run."""
