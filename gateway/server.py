@@ -12,8 +12,8 @@ def build():
     """The app from the environment's settings, with the worker's Celery app and the configured storage."""
     from gateway.app import create_app
     from gateway.service import GatewayService
-    from worker.app import app as celery_app
-    from worker.app import settings
+    from worker.celery_app import app as celery_app
+    from worker.celery_app import settings
     from worker.storage import by_url
 
     return create_app(settings, GatewayService(settings, celery_app, by_url(settings.storage.storage_url,

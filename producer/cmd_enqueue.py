@@ -49,7 +49,7 @@ def with_common(function):
 
 
 def _context() -> tuple:
-    from worker.app import app
+    from worker.celery_app import app
 
     settings = load_settings()
     return settings, app, by_url(settings.storage.storage_url, settings.storage)

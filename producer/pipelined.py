@@ -33,7 +33,7 @@ def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | 
     import signal
 
     from producer.publish import Publisher
-    from worker.app import app
+    from worker.celery_app import app
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops this process
     done: list[int] = []

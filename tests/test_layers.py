@@ -33,6 +33,12 @@ def test_every_worker_module_imports_without_the_producer_or_the_gateway():
     assert [m for m in loaded if m.split(".")[0] in CLIENTS] == []
 
 
+def test_import_worker_is_cheap_until_the_app_is_asked_for():
+    loaded = _loaded_after("import worker, worker.contract, worker.speech, worker.engine.config")
+    assert [m for m in loaded if m.split(".")[0] in ("celery", "kombu", *HEAVY)] == []
+    assert "worker.tasks" in _loaded_after("import worker\nworker.app")  # the app comes with its tasks
+
+
 def test_import_worker_loads_no_torch():
     loaded = _loaded_after("import worker, worker.tasks, worker.signals")
     assert "worker.tasks" in loaded

@@ -28,7 +28,7 @@ def test_schema_file_is_in_sync_with_the_contract():
 
 
 def test_celery_settings_that_delivery_depends_on():
-    from worker.app import app, settings
+    from worker.celery_app import app, settings
 
     conf = app.conf
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
@@ -43,7 +43,7 @@ def test_celery_settings_that_delivery_depends_on():
 
 
 def test_visibility_timeout_must_exceed_the_time_limit(monkeypatch):
-    from worker.app import celery_config
+    from worker.celery_app import celery_config
     from worker.settings import Settings
 
     monkeypatch.setenv("VISIBILITY_TIMEOUT", "100")

@@ -18,7 +18,7 @@ import os
 from celery import signals
 from celery.platforms import EX_FAILURE
 
-from worker.app import consumer_transport, settings
+from worker.celery_app import consumer_transport, settings
 from worker.runtime.preflight import engine_problems
 
 log = logging.getLogger(__name__)

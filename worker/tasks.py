@@ -22,7 +22,7 @@ from celery import Task
 from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from worker.app import app, settings
+from worker.celery_app import app, settings
 from worker.constants import ENQUEUED_AT_HEADER, TASK_ASSEMBLE_CHAPTER, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
 from worker.contract import MAX_BATCH_JOBS, BatchItemResult, JobError, batch_work_problem
 from worker.errors import BadInputError, BatchPartialFailure, TransientError
