@@ -18,11 +18,11 @@ from producer.enqueue import (
 from producer.jobs import BOOK_ID, batch_messages, book_record, entry_job, single_messages, single_task_id
 from producer.manifest import ManifestFiles, write_atomic
 from producer.progress import DEFAULT_INTERVAL_S, console
-from producer.publish import BrokerUnavailable, Publisher, check_broker
+from producer.publish import BrokerUnavailable, Publisher, check_broker, queue_empty
 from producer.reading import CorpusError
-from producer.tracking import follow, load_entries, load_record
+from producer.tracking import LostMessages, follow, load_entries, load_record
 from worker.books.manifest import BookRecord, ManifestEntry, book_dir_key, entry_line
-from worker.books.status import stored_keys
+from worker.books.status import stored_keys, task_states
 from worker.constants import PRIORITY_BOOKS, TASK_SYNTHESIZE
 from worker.contract import JobParams, VoiceSpec
 from worker.settings import load_settings
@@ -40,6 +40,10 @@ progress_option = click.option(
     "--progress-every", "interval_s", default=DEFAULT_INTERVAL_S, show_default=True, type=click.FloatRange(min=0.1),
     envvar="F5_PROGRESS_INTERVAL", help="Seconds between progress lines when stderr is not a terminal, and between "
     "notices of why the producer waits.")
+resend_option = click.option(
+    "--resend-after", "resend_after", default=120.0, show_default=True, type=click.FloatRange(min=1),
+    envvar="F5_RESEND_AFTER", help="With --wait: when nothing is stored for this long, the queue is empty and no "
+    "worker holds a message, send the missing segments again (their messages were lost, as in a broker failover).")
 
 
 def with_common(function):
@@ -124,11 +128,12 @@ def _segments(record: BookRecord, path: Path):
               help="Assemble each chapter automatically (on the f5tts-cpu queue) once its segments are stored.")
 @with_common
 @progress_option
+@resend_option
 def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str | None, ref_text: str | None,
             lang: str, max_chars: int | None, batch_size: int, max_queued: int, priority: int | None,
             encoding: str, chapter_regex: str | None, chapter_range: str | None, nfe_step: int,
             cfg_strength: float, speed: float, seed: int | None, force: bool, wait: bool,
-            auto_assemble: str | None, prefix: str, manifest_dir: Path, interval_s: float) -> None:
+            auto_assemble: str | None, prefix: str, manifest_dir: Path, interval_s: float, resend_after: float) -> None:
     """Split CORPUS (.txt, .md, .jsonl, .epub) into segments and enqueue one job per segment (or per batch)."""
     if not re.match(BOOK_ID, book):
         raise click.BadParameter(f"{book!r}: use letters, digits, '.', '_' and '-'", param_hint="--book")
@@ -158,7 +163,7 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
         files.partial.unlink(missing_ok=True)
     _run(settings, app, storage, record, files, corpus_path, voice, max_queued, interval_s, force=force)
     if wait:
-        _wait(app, settings, storage, files, prefix, book, interval_s)
+        _wait(app, settings, storage, files, record, interval_s, max_queued, resend_after)
 
 
 def _run(settings, app, storage: Storage, record: BookRecord, files: ManifestFiles, corpus_path: Path, voice: Voice,
@@ -197,11 +202,23 @@ def _run(settings, app, storage: Storage, record: BookRecord, files: ManifestFil
                   f"manifest {files.final}")
 
 
-def _wait(app, settings, storage, files: ManifestFiles, prefix: str, book: str, interval_s: float) -> None:
+def _wait(app, settings, storage, files: ManifestFiles, record: BookRecord, interval_s: float, max_queued: int,
+          resend_after_s: float) -> None:
     from worker.runtime.deadletter import DeadLetters
 
-    status = follow(app, storage, DeadLetters.for_results(settings.broker), files.read_entries(),
-                    prefix, book, interval_s=interval_s)
+    entries, queue = files.read_entries(), settings.broker.queue
+
+    def never_started(ids: set[str]) -> set[str]:
+        current = {e.id: e.task_id for e in files.read_entries() if e.id in ids}
+        states = task_states(app, sorted(set(current.values())))
+        return {job_id for job_id, task_id in current.items() if states.get(task_id, "PENDING") == "PENDING"}
+
+    lost = LostMessages(queue_empty=lambda: queue_empty(app, queue), never_started=never_started,
+                        after_s=resend_after_s, resend=lambda ids: resend_missing(
+                            app, queue, max_queued, record, files, storage, files.read_entries(), only=ids))
+    book = record.book
+    status = follow(app, storage, DeadLetters.for_results(settings.broker), entries, record.prefix, book,
+                    interval_s=interval_s, lost=lost)
     if status.failed:
         for job_id, reason in sorted(status.failed.items())[:20]:
             console.print(f"[red]failed[/] {job_id}: {reason['code']}: {reason['message']}")
@@ -230,7 +247,9 @@ def _continue_enqueue(settings, app, storage: Storage, record: BookRecord, files
 @click.option("--wait", is_flag=True)
 @with_common
 @progress_option
-def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Path, interval_s: float) -> None:
+@resend_option
+def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Path, interval_s: float,
+           resend_after: float) -> None:
     """Finish an interrupted enqueue of BOOK, then re-enqueue every segment whose audio is not in storage. Safe to run
     any number of times."""
     settings, app, storage = _context()
@@ -251,7 +270,7 @@ def resume(book: str, max_queued: int, wait: bool, prefix: str, manifest_dir: Pa
     missing = resend_missing(app, settings.broker.queue, max_queued, record, files, storage, entries)
     console.print(f"{book}: {len(entries) - missing} of {len(entries)} segments stored; {missing} re-enqueued")
     if wait:
-        _wait(app, settings, storage, files, prefix, book, interval_s)
+        _wait(app, settings, storage, files, record, interval_s, max_queued, resend_after)
 
 
 def resend_missing(app, queue: str, max_queued: int, record: BookRecord, files: ManifestFiles, storage: Storage,

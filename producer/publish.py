@@ -43,6 +43,15 @@ def check_broker(app: Celery, timeout: float = 5.0) -> None:
                                 "BROKER_URL right?") from None
 
 
+def queue_empty(app: Celery, queue: str) -> bool:
+    """Nothing waits in the queue, at any priority."""
+    with app.connection_for_read() as connection:
+        try:
+            return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count) == 0
+        except ChannelError:
+            return True
+
+
 class Publisher:
     def __init__(self, app: Celery, queue: str, max_queued: int, priority: int | None = None,
                  poll_s: float = 0.5, on_wait: Callable[[int], None] | None = None) -> None:
@@ -73,14 +82,17 @@ class Publisher:
     def waiting(self) -> int:
         """Jobs waiting in the queue (not yet reserved by a worker), all priorities together."""
         errors = self._connection.recoverable_connection_errors + self._connection.recoverable_channel_errors
+        pause = RETRY_POLICY["interval_start"]
         for _ in range(RETRY_POLICY["max_retries"]):
             try:
                 declared = self._connection.default_channel.queue_declare(queue=self.queue, passive=True)
                 return int(declared.message_count)
             except ChannelError:  # not declared yet: nobody has published or consumed it, so nothing waits
                 return 0
-            except errors as exc:
-                log.warning("broker blip while reading the queue length (%s); reconnecting", exc)
+            except errors as exc:  # Redis restarting, or a Sentinel promoting a replica: give it time
+                log.warning("broker blip while reading the queue length (%s); retrying in %.1f s", exc, pause)
+                time.sleep(pause)
+                pause = min(pause + RETRY_POLICY["interval_step"], RETRY_POLICY["interval_max"])
                 self._connection.ensure_connection(**RETRY_POLICY)
         raise BrokerUnavailable(f"cannot read the length of queue {self.queue!r}")
 

@@ -266,3 +266,47 @@ class GatewayProcess:
         _stop(self.process)
         if getattr(self, "_log", None):
             self._log.close()
+
+
+class SentinelServer:
+    """A Redis Sentinel (redis-server --sentinel) watching one master; its config must be writable (it rewrites it)."""
+
+    def __init__(self, workdir: Path, master_port: int, master_name: str = "f5master", quorum: int = 2) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.master_port = master_port
+        self.master_name = master_name
+        self.quorum = quorum
+        self.process: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> SentinelServer:
+        config = self.workdir / f"sentinel-{self.port}.conf"
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                          f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} {self.quorum}\n"
+                          f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                          f"sentinel failover-timeout {self.master_name} 5000\n"
+                          f"sentinel parallel-syncs {self.master_name} 1\n")
+        self.process = subprocess.Popen(["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_until(self.master_address, 20, f"redis-sentinel on port {self.port}")
+        return self
+
+    def knows(self, replicas: int, sentinels: int) -> bool:
+        """This sentinel has found the master's replicas and the other sentinels (replicas are learned from the
+        master's INFO, every 10 s at first: a master killed before that has nobody to fail over to)."""
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        return (len(client.execute_command("SENTINEL", "replicas", self.master_name)) >= replicas
+                and len(client.execute_command("SENTINEL", "sentinels", self.master_name)) >= sentinels)
+
+    def master_address(self) -> tuple[str, int]:
+        import redis
+
+        host, port = redis.Redis(port=self.port, socket_timeout=1).execute_command(
+            "SENTINEL", "get-master-addr-by-name", self.master_name)
+        return host.decode(), int(port)
+
+    def stop(self) -> None:
+        _stop(self.process)

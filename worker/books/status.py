@@ -24,6 +24,7 @@ class BookStatus:
     done: int = 0
     failed: dict[str, dict] = field(default_factory=dict)  # job id -> reason
     states: Counter = field(default_factory=Counter)  # for segments neither done nor failed
+    waiting: set[str] = field(default_factory=set)  # ids of the segments neither done nor failed
 
     @property
     def finished(self) -> bool:
@@ -73,8 +74,9 @@ def book_status(app: Celery, storage: Storage, dead_letters: DeadLetters, entrie
         if entry.id in letters:
             letter = letters[entry.id]
             status.failed[entry.id] = {"code": letter.code, "message": letter.message, "key": entry.key}
+    remaining = [e for e in pending if e.id not in status.failed]
+    status.waiting = {e.id for e in remaining}
     if with_states:
-        remaining = [e for e in pending if e.id not in status.failed]
         states = task_states(app, sorted({e.task_id for e in remaining}))
         status.states.update(states.get(e.task_id, "PENDING") for e in remaining)
     return status
