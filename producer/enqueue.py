@@ -56,8 +56,9 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 class BlockedWatch:
-    """Why publishing waits: the queue is full. Says so with the queue's length and name, and, when the length has
-    not gone down for ``hint_after_s``, asks whether any worker consumes the queue at all."""
+    """Why publishing waits: the queue is full. Says so with the queue's length and name, and, when nothing has been
+    taken from the queue for ``hint_after_s`` (its length has not gone down, and no room opened for another message),
+    asks whether any worker consumes the queue at all."""
 
     def __init__(self, queue: str, max_queued: int, hint_after_s: float, clock: Callable[[], float] = time.monotonic):
         self.queue = queue
@@ -65,12 +66,14 @@ class BlockedWatch:
         self.hint_after_s = hint_after_s
         self.clock = clock
         self._lowest: int | None = None
+        self._published = -1
         self._since = clock()
 
     def message(self, length: int, published: int) -> str:
         now = self.clock()
-        if self._lowest is None or length < self._lowest:
-            self._lowest, self._since = length, now  # the queue drains: someone consumes it
+        if self._lowest is None or length < self._lowest or published > self._published:
+            # the queue drains, or room opened and was filled again since the last notice: someone consumes it
+            self._lowest, self._published, self._since = length, published, now
         text = (f"waiting for room: queue {self.queue!r} holds {length} jobs (--max-queued {self.max_queued}); "
                 f"{published} segments published so far")
         if now - self._since >= self.hint_after_s:

@@ -98,3 +98,20 @@ def test_sigterm_interrupts_like_ctrl_c(env, quijote_path, tmp_path):
     producer.send_signal(signal.SIGTERM)
     assert producer.wait(30) == 130
     assert "f5-batch resume term" in producer.stderr.read().decode()
+
+
+def test_the_no_consumer_hint_comes_only_when_nothing_is_taken():
+    """A queue held at --max-queued by a producer that refills it as fast as a worker drains it is consumed: its
+    length never goes down between notices, but the published count goes up. Only a queue from which nothing is
+    taken earns the hint."""
+    from producer.enqueue import BlockedWatch
+
+    now = [0.0]
+    watch = BlockedWatch("f5tts", 60, hint_after_s=30, clock=lambda: now[0])
+    for step in range(20):  # drained and refilled: 60 waiting at every notice, 5 more published each time
+        now[0] = 2.0 * step
+        assert "no worker" not in watch.message(60, 100 + 5 * step)
+    for _ in range(20):  # then nothing moves
+        now[0] += 2.0
+        text = watch.message(60, 195)
+    assert "queue 'f5tts' holds 60 jobs" in text and "no worker is consuming `f5tts`?" in text
