@@ -21,8 +21,40 @@ def _command(service: dict) -> str:
 
 
 def test_services(compose):
-    assert {"redis", "minio", "minio-init", "worker", "flower", "producer"} <= set(compose["services"])
+    assert {"redis", "minio", "minio-init", "worker", "assembler", "flower", "gateway", "producer"} <= set(
+        compose["services"])
     assert compose["services"]["producer"]["profiles"] == ["producer"]
+
+
+def test_the_worker_image_can_compile_and_serves_every_role():
+    """Inductor and Triton build C modules at their first run: the image needs a compiler (python:*-slim has none)."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    installs = " ".join(line for line in dockerfile.splitlines() if "apt-get install" in line)
+    assert re.search(r"\bgcc\b", installs) and "libc6-dev" in installs
+    assert re.search(r"pip install \"\.\[worker,gateway,flower\]\"", dockerfile)
+    assert "COPY gateway ./gateway" in dockerfile
+    command = re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE).group(1)
+    assert "-P" not in command and "--pool" not in command  # the default (threads) pool gathers across messages
+
+
+def test_gateway_is_closed_by_default_and_private(compose):
+    gateway = compose["services"]["gateway"]
+    assert _command(gateway).startswith("f5-batch serve")
+    assert re.fullmatch(r"\$\{F5_GATEWAY_TOKENS:\?.+\}", gateway["environment"]["F5_GATEWAY_TOKENS"])
+    assert "F5_GATEWAY_OPEN" not in gateway["environment"]
+    assert all(port.startswith("127.0.0.1:") for port in gateway["ports"])
+
+
+def test_ha_profile_runs_a_replica_and_three_sentinels(compose):
+    services = compose["services"]
+    sentinels = [name for name, service in services.items() if "redis-sentinel" in _command(service)]
+    assert len(sentinels) == 3
+    for name in [*sentinels, "redis-replica"]:
+        assert services[name]["profiles"] == ["ha"]
+    assert "--replicaof redis 6379" in _command(services["redis-replica"])
+    assert "sentinel monitor f5master redis 6379 2" in _command(services["sentinel-1"])
+    broker = compose["x-app-environment"]["BROKER_URL"]
+    assert broker.startswith("${F5_BROKER_URL:-redis://")  # the apps take sentinel:// URLs from .env in that profile
 
 
 def test_redis_keeps_jobs_across_restarts_and_stays_private(compose):
@@ -49,7 +81,7 @@ def test_worker_gets_a_gpu_a_model_cache_and_a_healthcheck(compose):
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert any(v.endswith(":/models") for v in worker["volumes"])
     assert worker["env_file"] == ".env"
-    assert "inspect ping" in worker["healthcheck"]["test"][-1]
+    assert "inspect f5_health" in worker["healthcheck"]["test"][-1]  # not ping: it answers while every job fails
 
 
 def test_flower_requires_auth_and_keeps_state(compose):
@@ -65,22 +97,29 @@ def test_flower_requires_auth_and_keeps_state(compose):
 def test_no_secrets_are_baked_in(compose):
     for name, service in compose["services"].items():
         for key, value in (service.get("environment") or {}).items():
-            if re.search(r"PASSWORD|SECRET|ACCESS_KEY|AUTH", key):
-                assert re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*)?\}", str(value)), f"{name}.{key} holds a literal"
+            if re.search(r"PASSWORD|SECRET|ACCESS_KEY|AUTH|TOKEN", key):
+                assert re.fullmatch(r"\$\{[A-Z0-9_]+(:\?[^}]*)?\}", str(value)), f"{name}.{key} holds a literal"
         for word in re.findall(r"redis://:([^@]*)@", yaml.safe_dump(service)):
             assert word.startswith("${"), f"{name} has a literal Redis password"
     dockerfile = (REPO / "Dockerfile").read_text()
     assert not re.search(r"(PASSWORD|SECRET|ACCESS_KEY)\s*=", dockerfile)
     example = (REPO / ".env.example").read_text()
-    for secret in ("REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH"):
+    for secret in ("REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH", "F5_GATEWAY_TOKENS"):
         assert re.search(rf"^{secret}=\s*(#.*)?$", example, re.MULTILINE), f"{secret} must be empty in the example"
 
 
 def _setting_names() -> set[str]:
-    from worker.settings import BrokerSettings, EngineSettings, MetricsSettings, StorageSettings
+    from worker.settings import (
+        BrokerSettings,
+        EngineSettings,
+        FlowerSettings,
+        GatewaySettings,
+        MetricsSettings,
+        StorageSettings,
+    )
 
     names = set()
-    for section in (BrokerSettings, StorageSettings, EngineSettings, MetricsSettings):
+    for section in (BrokerSettings, StorageSettings, EngineSettings, MetricsSettings, GatewaySettings, FlowerSettings):
         for field in section.model_fields.values():
             names.add(field.validation_alias.choices[0])
     return names
