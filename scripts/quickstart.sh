@@ -25,7 +25,16 @@ export F5_MODEL=${F5_MODEL:-tiny-random}
 export STORAGE_URL=${STORAGE_URL:-file://$ROOT/output}
 mkdir -p "$ROOT/output/logs"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+worker=""
+cleanup() {
+  # The worker first, cold (SIGQUIT): its jobs in flight go back to the queue instead of being finished; then Redis.
+  if [ -n "$worker" ] && kill -QUIT "$worker" 2>/dev/null; then
+    for _ in $(seq 300); do kill -0 "$worker" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$worker" 2>/dev/null || true
+  fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 if [ -z "${BROKER_URL:-}" ]; then
@@ -40,11 +49,11 @@ fi
 WORKER_LOG=$ROOT/output/logs/worker.log
 : >"$WORKER_LOG"
 celery -A worker worker --loglevel INFO -n "quickstart@%h" >>"$WORKER_LOG" 2>&1 &
-pids+=($!)
+worker=$!
 echo "waiting for the worker to build and warm up its engine (log: output/logs/worker.log)"
 for _ in $(seq 600); do
   grep -q " ready\." "$WORKER_LOG" && break
-  kill -0 "${pids[-1]}" 2>/dev/null || { echo "the worker stopped; see $WORKER_LOG" >&2; tail -20 "$WORKER_LOG" >&2; exit 1; }
+  kill -0 "$worker" 2>/dev/null || { echo "the worker stopped; see $WORKER_LOG" >&2; tail -20 "$WORKER_LOG" >&2; exit 1; }
   sleep 0.5
 done
 grep -q " ready\." "$WORKER_LOG" || { echo "the worker did not come up in 5 minutes; see $WORKER_LOG" >&2; exit 1; }

@@ -207,7 +207,9 @@ class EngineHost:
         with self._lock:
             lost, engine.pending = engine.pending, {}
         for pending in lost.values():
-            if pending.on_engine:
+            if pending.on_engine and self._closing:  # stopped by us (shutdown): not the job's fault
+                self.on_settled(pending.keys)
+            elif pending.on_engine:
                 self.on_lost(pending.keys)
             pending.future.set_exception(EngineLostError(
                 f"{engine.name} stopped (exit code {exitcode}) while this job was "
