@@ -27,9 +27,11 @@ mkdir -p "$ROOT/output/logs"
 pids=()
 worker=""
 cleanup() {
-  # The worker first, cold (SIGQUIT): its jobs in flight go back to the queue instead of being finished; then Redis.
-  if [ -n "$worker" ] && kill -QUIT "$worker" 2>/dev/null; then
-    for _ in $(seq 300); do kill -0 "$worker" 2>/dev/null || break; sleep 0.2; done
+  # The worker first. A warm stop (SIGTERM) finishes every job it holds, and a threads-pool worker holds many: give it
+  # a few seconds (enough when it is idle), then kill it. Nothing is lost: its jobs are unacknowledged in Redis (AOF)
+  # and `f5-batch resume` sends any missing segment again. Then Redis.
+  if [ -n "$worker" ] && kill -TERM "$worker" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$worker" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$worker" 2>/dev/null || true
   fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

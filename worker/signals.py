@@ -61,21 +61,6 @@ def exit_non_zero_after_engine_failure(**_) -> None:
         _Startup.controller.exitcode = EX_FAILURE
 
 
-@signals.worker_shutting_down.connect
-def cold_shutdown_hands_jobs_back(how: str = "", **_) -> None:
-    """A cold shutdown (SIGQUIT, a second Ctrl-C) must not wait for every job in flight: with the threads pool that
-    is every reserved message, minutes of work on a CPU. The engines stop now; each waiting job then ends as a lost
-    engine run, which is retried, so its message goes back to the queue. A warm shutdown (SIGTERM) still finishes
-    the jobs in flight."""
-    if how != "Cold" or not _synthesis():
-        return
-    from worker.runtime.context import _context
-
-    if _context is not None:
-        log.warning("cold shutdown: stopping the engine processes; the jobs in flight go back to the queue")
-        _context.engines.close()
-
-
 @signals.celeryd_init.connect
 def default_concurrency(conf, options, **_) -> None:
     """Synthesis: enough tasks in flight to fill two passes per engine (one running, one gathering), unless
