@@ -14,7 +14,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from tests.conftest import BUCKET, REF_TEXT, REPO, cli, own_queue, two_chapters, worker_env
+from tests.conftest import REF_TEXT, REPO, cli, own_queue, two_chapters, worker_env
 from tests.services import GatewayProcess, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -22,11 +22,13 @@ pytestmark = pytest.mark.timeout(600)
 TOKEN = "gateway-test-token"
 SEED_BODY = {"gen_text": "Hola, esta es una prueba de rendimiento.", "ref_text": "", "nfe_step": 16, "use_fp16": True}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BUCKET = "f5-gateway"  # its own bucket: other tests list theirs and expect only their own prefix there
 
 
 @pytest.fixture(scope="module")
 def stack(redis_server, s3_server, prepared_random_weights, service_dir, ref_wav_path):
     """A worker (few tasks in flight, so that a queued book stays queued) and a gateway on a queue of their own."""
+    s3_server.create_bucket(BUCKET)
     env = worker_env(redis_server.url, f"s3://{BUCKET}/gateway", prepared_random_weights, s3_server.endpoint,
                      F5_QUEUE=own_queue("gateway"), F5_GATEWAY_TOKENS=f"another-token,{TOKEN}",
                      F5_DEFAULT_VOICE="narrador", F5_GATEWAY_TTS_TIMEOUT="120")

@@ -130,4 +130,6 @@ def test_worker_metrics_after_real_jobs(redis_server, prepared_random_weights, s
     assert values["f5_audio_seconds_total"] > 0 and values["f5_inference_seconds_total"] > 0
     assert values["f5_job_rtf_count"] == 3 and values["f5_pass_rows_count"] == 3
     assert values["f5_queue_wait_seconds_count"] == 3
-    assert 'f5_gpu_memory_bytes{kind="allocated"}' in values
+    assert values["f5_pass_fill_count"] == 3 and values["f5_engine_busy_seconds_total"] > 0
+    assert values["f5_engine_idle_seconds_total"] >= 0 and values['f5_pass_frames_total{kind="real"}'] > 0
+    assert 'f5_gpu_memory_bytes{kind="allocated"}' not in values  # a CPU engine reports no device memory

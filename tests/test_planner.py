@@ -40,10 +40,12 @@ def test_packs_by_frame_budget_not_by_count():
     assert {p.size for p in long} == {4}
 
 
-def test_allowed_batch_sizes_cut_without_dummy_rows():
-    config = PlannerConfig(frame_budget=100_000, max_batch=64, frame_buckets=(512,), batch_sizes=(1, 2, 4, 8, 16))
-    plans = plan_batches(_items([400] * 29), config)
-    assert [p.size for p in plans] == [16, 8, 4, 1]
+def test_no_cut_to_favoured_batch_sizes():
+    """29 rows that fit one pass run as one pass (a power-of-two cut made 16 + 8 + 4 + 1: four full passes)."""
+    config = PlannerConfig(frame_budget=100_000, max_batch=64, frame_buckets=(512,))
+    assert [p.size for p in plan_batches(_items([400] * 29), config)] == [29]
+    capped = PlannerConfig(frame_budget=100_000, max_batch=8, frame_buckets=(512,))
+    assert [p.size for p in plan_batches(_items([400] * 29), capped)] == [8, 8, 8, 5]
 
 
 def test_groups_never_mix():
@@ -58,14 +60,17 @@ def test_an_item_over_budget_runs_alone():
     assert [(p.size, p.frames) for p in plans] == [(1, 5120), (1, 256)]
 
 
-def test_shapes_cover_every_plan():
+def test_every_pass_is_padded_to_a_bucket_and_only_the_last_of_a_bucket_is_part_full():
     rng = random.Random(1)
-    config = PlannerConfig(frame_budget=32_768, max_batch=64, batch_sizes=(1, 2, 4, 8, 16, 32, 64))
-    shapes = set(config.shapes())
+    config = PlannerConfig(frame_budget=32_768, max_batch=64)
     for _ in range(20):
         items = _items([rng.randint(100, 4096) for _ in range(rng.randint(1, 200))])
-        for plan in plan_batches(items, config):
-            assert (plan.size, plan.frames) in shapes
+        plans = plan_batches(items, config)
+        assert {plan.frames for plan in plans} <= set(config.frame_buckets)
+        for bucket in {plan.frames for plan in plans}:
+            sizes = [plan.size for plan in plans if plan.frames == bucket]
+            assert sizes == sorted(sizes, reverse=True)
+            assert all(config.full(p) for p in [p for p in plans if p.frames == bucket][:-1])
 
 
 def test_a_pass_holds_one_length_bucket_so_padding_stays_bounded():
@@ -81,5 +86,7 @@ def test_fill_reports_padding():
 
 
 def test_bad_config_is_refused():
-    with pytest.raises(ValueError, match="batch_sizes must include 1"):
-        PlannerConfig(batch_sizes=(2, 4))
+    with pytest.raises(ValueError, match="frame_budget and max_batch must be"):
+        PlannerConfig(frame_budget=0)
+    with pytest.raises(ValueError, match="frame_buckets must be positive"):
+        PlannerConfig(frame_buckets=(0, 512))
