@@ -1,9 +1,10 @@
 """End-to-end pipeline benchmark: real redis-server, moto's S3 server over HTTP, a real ``celery -A worker worker``.
 
-Measures what the pipeline adds beyond inference for each job (broker, result backend, storage, WAV encoding): jobs
-are sent one at a time and the client-side latency minus the engine's inference time is the overhead. Then the same
-jobs are sent all at once, as singles and as producer-style batches, for throughput. Writes
-``bench/results/pipeline-<device>.json``.
+Measures what the pipeline adds beyond inference for each job (broker, result backend, storage, WAV encoding, the
+hand-over to the engine process): jobs are sent one at a time and the client-side latency minus the engine's inference
+time is the overhead. Then the same jobs are sent all at once, as singles and as producer-style batches, for
+throughput. The worker runs the default deployment command (threads pool, one engine process). Writes
+``bench/results/pipeline-cpu.json``.
 
     python bench/bench_pipeline.py --jobs 50
 """
@@ -64,7 +65,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--nfe", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="tasks in flight (-c); default: the worker's own (2 × F5_MAX_BATCH)")
     args = parser.parse_args()
 
     from importlib.resources import files
@@ -113,28 +115,12 @@ def main() -> None:
         worker = WorkerProcess(worker_env(redis.url, f"file://{store}", work / "weights"), work / "logs",
                                concurrency=args.concurrency).start()
         rows.append(_sequential(client, segments, args.nfe, "local", "sequential singles (local folder storage)"))
-        worker.stop()
-        # the same singles against a thread-pool worker: dynamic batching gathers them into shared passes
-        worker = WorkerProcess({**env, "F5_BATCH_WAIT_MS": "50"}, work / "logs", concurrency=16,
-                               extra_args=["-P", "threads"]).start()
-        start = time.perf_counter()
-        pending = [client.send_task("f5tts.synthesize", kwargs={"job": _job(t, i, args.nfe, "dyn")},
-                                    queue="f5tts") for i, t in enumerate(segments)]
-        results = [p.get(timeout=600) for p in pending]
-        wall = time.perf_counter() - start
-        audio_s = sum(r["duration_s"] for r in results)
-        rows.append({"mode": "concurrent singles, -P threads -c 16 (dynamic batching)", "jobs": len(results),
-                     "wall_s": round(wall, 3), "audio_s_per_s": round(audio_s / wall, 3),
-                     "jobs_per_s": round(len(results) / wall, 2),
-                     "batch_wait_median_ms": round(1000 * statistics.median(
-                         r["timings"]["batch_wait_s"] for r in results), 1)})
     finally:
         worker.stop()
         s3.stop()
         redis.stop()
     print_table(rows, ["mode", "jobs", "overhead_median_ms", "overhead_p95_ms", "latency_median_ms",
-                       "inference_median_ms", "upload_median_ms", "wall_s", "audio_s_per_s", "jobs_per_s",
-                       "batch_wait_median_ms"])
+                       "inference_median_ms", "upload_median_ms", "wall_s", "audio_s_per_s", "jobs_per_s"])
     path = write_results("pipeline-cpu", {"device": "cpu", "model": "tiny-random", "nfe_step": args.nfe,
                                           "concurrency": args.concurrency, "rows": rows,
                                           "note": "overhead = client latency - engine inference time, per job"})

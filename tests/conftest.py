@@ -154,8 +154,10 @@ def voice_in_s3(s3_server: S3Server, ref_wav_bytes: bytes) -> str:
 
 @pytest.fixture(scope="session")
 def s3_worker(redis_server, s3_server, prepared_random_weights, voice_in_s3, service_dir):
-    """One shared worker (two pool processes) against Redis and the S3 endpoint, for the plain job tests."""
-    env = worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", prepared_random_weights, s3_server.endpoint)
+    """One shared worker (two tasks in flight) against Redis and the S3 endpoint, for the plain job tests. It reads at
+    most 8 MiB of a reference (the hostile-input table sends a bigger one)."""
+    env = worker_env(redis_server.url, f"s3://{BUCKET}/{PREFIX}", prepared_random_weights, s3_server.endpoint,
+                     F5_MAX_REFERENCE_BYTES=str(8 * 1024 * 1024))
     worker = WorkerProcess(env, service_dir / "logs", concurrency=2).start()
     yield worker
     worker.stop()

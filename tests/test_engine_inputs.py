@@ -54,6 +54,9 @@ def _run(engine, text=GOOD, audio=None, ref_bytes=None, preprocess=True):
     (lambda: b"RIFF\x00\x00garbage" * 40, "not a readable audio file"),
     (lambda: _wav(0.3 * np.sin(np.arange(7200) / 7)), "at least 0.5 s"),
     (lambda: _wav(np.zeros(48000)), "silent"),
+    (lambda: _wav(0.3 * np.sin(np.arange(384_000) / 7), rate=384_000), "sampled at 384000 Hz"),
+    (lambda: _wav(0.3 * np.sin(np.arange(4000) / 7), rate=4_000), "sampled at 4000 Hz"),
+    (lambda: _wav(0.3 * np.sin(np.tile(np.arange(48000)[:, None] / 7, (1, 8))), rate=24000), "8 channels"),
 ])
 def test_bad_reference(engine, make_audio, needle):
     out = _run(engine, audio=make_audio(), preprocess=False)

@@ -16,6 +16,7 @@ from worker.constants import FAILED_JOBS_KEY
 pytestmark = pytest.mark.timeout(400)
 
 GOOD_TEXT = "Una frase corriente."
+OVERSIZED = 8 * 1024 * 1024 + 1  # the s3_worker reads at most 8 MiB of a reference (F5_MAX_REFERENCE_BYTES)
 
 
 def _wav(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
@@ -32,10 +33,13 @@ def _voices(ref_wav_bytes: bytes) -> dict[str, bytes]:
         "voices/h/not-audio.wav": b"this is a text file pretending to be audio\n" * 20,
         "voices/h/truncated.wav": ref_wav_bytes[:30],
         "voices/h/empty.wav": _wav(np.zeros(0, dtype=np.float32), 24000),
-        "voices/h/ten-minutes.wav": _wav(np.tile(speech, 113)[: 600 * 24000], 24000),
+        "voices/h/ninety-seconds.wav": _wav(np.tile(speech, 18)[: 90 * 24000], 24000),
         "voices/h/nan.wav": _wav(nan, rate, subtype="FLOAT"),
         "voices/h/8khz.wav": _wav(speech[::3], 8000),
         "voices/h/stereo.wav": _wav(np.stack([speech, speech * 0.5], axis=1), rate),
+        "voices/h/384khz.wav": _wav(np.tile(speech, 2)[: 384_000], 384_000),
+        "voices/h/eight-channels.wav": _wav(np.tile(speech[:, None], (1, 8)), rate),
+        "voices/h/oversized.wav": b"RIFF" + b"\0" * OVERSIZED,  # over F5_MAX_REFERENCE_BYTES of the s3_worker
     }
 
 
@@ -72,10 +76,13 @@ CASES = [
     ({"voice.ref_audio": "voices/h/not-audio.wav"}, "bad_reference", "voice.ref_audio"),
     ({"voice.ref_audio": "voices/h/truncated.wav"}, "bad_reference", "voice.ref_audio"),
     ({"voice.ref_audio": "voices/h/empty.wav"}, "bad_reference", "voice.ref_audio"),
-    ({"voice.ref_audio": "voices/h/ten-minutes.wav"}, "bad_reference", "voice.ref_audio"),
+    ({"voice.ref_audio": "voices/h/ninety-seconds.wav"}, "bad_reference", "voice.ref_audio"),
     ({"voice.ref_audio": "voices/h/nan.wav"}, "bad_reference", "voice.ref_audio"),
     ({"voice.ref_audio": "voices/h/8khz.wav"}, "ok", None),
     ({"voice.ref_audio": "voices/h/stereo.wav"}, "ok", None),
+    ({"voice.ref_audio": "voices/h/384khz.wav"}, "bad_reference", "voice.ref_audio"),
+    ({"voice.ref_audio": "voices/h/eight-channels.wav"}, "bad_reference", "voice.ref_audio"),
+    ({"voice.ref_audio": "voices/h/oversized.wav"}, "bad_reference", "voice.ref_audio"),
     ({"voice.ref_audio": "http://169.254.169.254/latest/meta-data/"}, "bad_key", "voice.ref_audio"),
     ({"voice.ref_audio": "s3://another-bucket/voice.wav"}, "bad_key", "voice.ref_audio"),
     ({"voice.ref_audio": "../../etc/passwd"}, "bad_key", "voice.ref_audio"),
@@ -105,6 +112,8 @@ CASES = [
     ({"output.key": "books/./x.wav"}, "bad_key", "output.key"),
     ({"output.key": "s3://other-bucket/x.wav"}, "bad_key", "output.key"),
     ({"output.key": "books/x.mp3"}, "invalid_job", "output.key"),
+    ({"output.key": "voices/narrador.wav"}, "bad_key", "output.key"),  # a job may not overwrite a narrator
+    ({"output.key": "€" * 500 + ".wav"}, "bad_key", "output.key"),  # 504 characters, 1,504 UTF-8 bytes
     ({"job_id": "../../x"}, "invalid_job", "job_id"),
     ({"metadata": {"blob": "m" * 20_000}}, "invalid_job", "metadata"),
 ]
@@ -142,8 +151,21 @@ def test_hostile_input_table(s3_worker, redis_server, s3_server, ref_wav_bytes):
     claimed = [i for i in failing if "job_id" not in CASES[i][0]]
     assert all(letters[f"hostile-{i:02d}"]["retries"] == 0 for i in claimed)
     assert sorted(p.pid for p in s3_worker.children()) == children_before, "no pool process crashed"
+    heavy = [_job(60 + i, text="palabra " * 500, **{"params.nfe_step": 128}) for i in range(64)]  # hours of work
+    batch = client.send_task("f5tts.synthesize_batch", kwargs={"jobs": heavy}, queue="f5tts")
+    with pytest.raises(Exception, match="characters × NFE steps"):
+        batch.get(timeout=120)
+    assert batch.state == "FAILURE" and (batch.retries or 0) == 0
+    letters = {k.decode(): json.loads(v) for k, v in redis_server.client().hgetall(FAILED_JOBS_KEY).items()}
+    assert {letters[f"hostile-{60 + i:02d}"]["code"] for i in range(64)} == {"invalid_job"}
+    assert not any(k.startswith(f"{PREFIX}/hostile/6") for k in _listed(s3))
     good = client.send_task("f5tts.synthesize", kwargs={"job": _job(99)}, queue="f5tts").get(timeout=120)
     assert good["key"] == "hostile/99.wav"
-    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/hostile/").get("Contents", [])]
     oks = {f"{PREFIX}/hostile/{i:02d}.wav" for i, (_, e, _) in enumerate(CASES) if e == "ok"}
-    assert set(listed) == oks | {f"{PREFIX}/hostile/99.wav"}
+    assert set(_listed(s3)) == oks | {f"{PREFIX}/hostile/99.wav"}
+    narrator = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{VOICE_KEY}")["Body"].read()
+    assert narrator == ref_wav_bytes  # the job that named it as its output wrote nothing
+
+
+def _listed(s3, prefix: str = f"{PREFIX}/hostile/") -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]

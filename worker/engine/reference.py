@@ -28,6 +28,10 @@ with warnings.catch_warnings():
 CLIP_MS = int(REFERENCE_CLIP_SECONDS * 1000)
 _SILENT_PEAK = 1e-4
 _FIELD = "voice.ref_audio"
+# What a reference clip may be, before it is decoded: 60 s at 384 kHz in 8 channels would be 0.7 GB of float32.
+MIN_REFERENCE_RATE = 8_000
+MAX_REFERENCE_RATE = 192_000
+MAX_REFERENCE_CHANNELS = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,12 @@ def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
         info = sf.info(io.BytesIO(data))
         if info.frames <= 0:
             raise BadInputError("bad_reference", "the reference audio has no samples", _FIELD)
+        if info.channels > MAX_REFERENCE_CHANNELS:
+            raise BadInputError("bad_reference", f"the reference has {info.channels} channels; at most "
+                                f"{MAX_REFERENCE_CHANNELS} (mono or stereo) are accepted", _FIELD)
+        if not MIN_REFERENCE_RATE <= info.samplerate <= MAX_REFERENCE_RATE:
+            raise BadInputError("bad_reference", f"the reference is sampled at {info.samplerate} Hz; "
+                                f"{MIN_REFERENCE_RATE}-{MAX_REFERENCE_RATE} Hz is accepted", _FIELD)
         if info.frames / info.samplerate > max_seconds:
             raise BadInputError(
                 "bad_reference",

@@ -1,0 +1,128 @@
+"""The holes of the storage and bookkeeping layer, each closed: dead letters expire, a crash between a local write's
+data and its metadata never pairs new metadata with old audio, a key a real S3 refuses is bad input, and the skip
+check keys on what determines the audio rather than on a model's name."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.conftest import REF_TEXT, REPO
+from worker.constants import FAILED_JOBS_INDEX_KEY, FAILED_JOBS_KEY, META_JOB_HASH
+from worker.contract import Job
+from worker.errors import BadInputError
+from worker.runtime.deadletter import DeadLetter, DeadLetters
+from worker.storage.local import LocalStorage
+from worker.storage.s3 import S3Storage
+
+
+def _letter(job_id: str, at: float) -> DeadLetter:
+    return DeadLetter(job_id=job_id, key=None, task_id=None, task="f5tts.synthesize", code="bad_text",
+                      message="x", field="text", retries=0, at=at)
+
+
+def test_dead_letters_expire_under_noeviction(redis_server):
+    client = redis_server.client()
+    client.delete(FAILED_JOBS_KEY, FAILED_JOBS_INDEX_KEY)
+    letters = DeadLetters(redis_server.url)
+    letters.ttl_s = 3600
+    letters.record([_letter("old-1", time.time() - 7200), _letter("old-2", time.time() - 3601)])
+    letters.record([_letter("fresh", time.time())])
+    assert set(letters.all()) == {"fresh"}  # the stale ones were dropped by the next write
+    assert 0 < client.ttl(FAILED_JOBS_KEY) <= 3600 and 0 < client.ttl(FAILED_JOBS_INDEX_KEY) <= 3600
+    client.delete(FAILED_JOBS_KEY, FAILED_JOBS_INDEX_KEY)
+
+
+CRASH_BETWEEN_DATA_AND_METADATA = """
+import os, signal, sys
+import worker.storage.local as local
+write = local._atomic_write
+def crash_before_metadata(path, data):
+    if local.META_DIR in str(path):
+        os.kill(os.getpid(), signal.SIGKILL)  # the process dies between the audio and its metadata
+    write(path, data)
+local._atomic_write = crash_before_metadata
+local.LocalStorage(local.Path(sys.argv[1])).put("a/b.wav", b"NEW AUDIO", {"f5-job-hash": "new"})
+"""
+
+
+def test_a_crash_between_a_local_writes_data_and_metadata_never_leaves_new_metadata_on_old_audio(tmp_path):
+    storage = LocalStorage(tmp_path)
+    storage.put("a/b.wav", b"OLD AUDIO", {META_JOB_HASH: "old"})
+    done = subprocess.run([sys.executable, "-c", CRASH_BETWEEN_DATA_AND_METADATA, str(tmp_path)], cwd=REPO,
+                          capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    info = storage.head("a/b.wav")
+    assert storage.get("a/b.wav") == b"NEW AUDIO"
+    assert info.metadata == {}  # no job hash: the skip check treats it as absent, so the job runs again
+
+
+class _RefusingS3(BaseHTTPRequestHandler):
+    """A real HTTP endpoint that answers as S3 does to a key it will never store."""
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>KeyTooLongError</Code>'
+                b"<Message>Your key is too long</Message><RequestId>1</RequestId></Error>")
+        self.send_response(400)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_s3():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_key_that_s3_refuses_is_bad_input_not_a_retry(refusing_s3, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    storage = S3Storage("books", "run", url="s3://books/run", endpoint_url=refusing_s3, region="us-east-1")
+    with pytest.raises(BadInputError) as refused:
+        storage.put("a/" + "ü" * 400 + ".wav", b"RIFF....", {})
+    assert refused.value.code == "bad_key" and refused.value.field == "output.key"
+    assert "KeyTooLongError" in refused.value.message
+
+
+def test_the_skip_check_keys_on_the_models_files_and_the_precision_not_its_name():
+    job = Job.model_validate({"text": "Hola.", "voice": {"ref_audio": "voices/a.wav", "ref_text": REF_TEXT},
+                              "params": {"seed": 1}})
+    base = job.job_hash("fingerprint-of-checkpoint-a", "bf16")
+    assert job.job_hash("fingerprint-of-checkpoint-a", "bf16") == base
+    assert job.job_hash("fingerprint-of-checkpoint-b", "bf16") != base  # same preset name, another checkpoint
+    assert job.job_hash("fingerprint-of-checkpoint-a", "fp32") != base
+    reseeded = Job.model_validate({**json.loads(job.model_dump_json()), "params": {"seed": 2}})
+    assert reseeded.job_hash("fingerprint-of-checkpoint-a", "bf16") != base
+
+
+def test_the_fingerprint_follows_the_checkpoints_bytes(engine_settings, tmp_path):
+    """Two engines of the same preset name over different checkpoint bytes have different fingerprints."""
+    from safetensors.torch import load_file, save_file
+
+    from worker.engine.build import load
+
+    first = load(engine_settings)
+    state = load_file(str(first.files.checkpoint))
+    name = next(k for k in state if k.endswith("proj_out.bias"))
+    state[name] = state[name] + 1.0
+    changed = tmp_path / "changed.safetensors"
+    save_file(state, str(changed))
+    second = load(engine_settings.model_copy(update={"ckpt_file": str(changed)}))
+    assert first.preset.name == second.preset.name and first.fingerprint != second.fingerprint
+    assert os.path.getsize(changed) > 0
