@@ -15,6 +15,6 @@ EXTRAS=${EXTRAS:-worker,gateway,dev}
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch, torchaudio" 2>/dev/null || pip install -q $TORCH_SPEC
-python -c "import f5_tts.model, celery, moto, flower, fastapi, uvicorn" 2>/dev/null && pip show -q f5-batch >/dev/null 2>&1 \
+python -c "import f5_tts.model, celery, moto, flower, fastapi, uvicorn, xdist" 2>/dev/null && pip show -q f5-batch >/dev/null 2>&1 \
   || pip install -q -e ".[$EXTRAS]"
 command -v redis-server >/dev/null || echo "note: redis-server is not on PATH; install it (apt-get install redis-server)"

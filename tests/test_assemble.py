@@ -19,7 +19,7 @@ from worker.assembly.stitch import AssembleOptions, assemble_chapter
 from worker.books.manifest import ManifestEntry
 from worker.storage.local import LocalStorage
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("rendered-book")]  # one rendering of the book
 
 PAUSES = {"sentence": 0.3, "paragraph": 0.8, "title": 1.5}
 

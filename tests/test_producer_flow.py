@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REF_TEXT, cli, two_chapters, worker_env
 from tests.services import WorkerProcess, pop_one, queue_keys, queued, wait_until
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("rendered-book")]  # one rendering of the book
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_two_runs_give_identical_manifests(local_env, quijote_path, tmp_path):
 
 def test_worker_killed_halfway_then_resume_completes_without_duplicates(local_env, quijote_path, tmp_path,
                                                                         service_dir):
-    corpus = two_chapters(quijote_path, tmp_path)
+    corpus = two_chapters(quijote_path, tmp_path, until="Capítulo II.")  # chapter I: about 60 segments
     manifests = str(tmp_path / "m")
     done = cli(local_env, "enqueue", str(corpus), "--book", "crash", "--voice", "narrador", "--batch-size", "1",
                "--nfe-step", "2", "--manifest-dir", manifests)

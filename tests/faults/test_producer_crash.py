@@ -21,7 +21,7 @@ def test_producer_sigkilled_halfway_then_enqueue_again(redis_server, prepared_ra
                                                        quijote_path, ref_wav_path):
     env = worker_env(redis_server.url, f"file://{tmp_path / 'store'}", prepared_random_weights, F5_QUEUE="crashq")
     assert cli(env, "voice", "add", "narrador", str(ref_wav_path), "--text", REF_TEXT).returncode == 0
-    corpus = two_chapters(quijote_path, tmp_path)
+    corpus = two_chapters(quijote_path, tmp_path, until="Capítulo II.")  # chapter I: about 60 segments
     manifests = tmp_path / "m"
     args = [str(Path(sys.executable).with_name("f5-batch")), "enqueue", str(corpus), "--book", "halfway", "--voice",
             "narrador", "--batch-size", "1", "--nfe-step", "2", "--max-queued", "30", "--manifest-dir",
@@ -29,7 +29,7 @@ def test_producer_sigkilled_halfway_then_enqueue_again(redis_server, prepared_ra
     producer = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     partial = manifests / "halfway.jsonl.partial"
-    # no worker yet: backpressure holds the producer at 30 queued jobs, halfway through the book
+    # no worker yet: backpressure holds the producer at 30 queued jobs, about halfway through the book
     wait_until(lambda: partial.exists() and len(partial.read_text().splitlines()) >= 30, 60, "a partial manifest")
     import os
 
