@@ -51,3 +51,15 @@ def test_default_concurrency_fills_two_passes_per_engine(monkeypatch):
     explicit = Conf(worker_concurrency=None)
     default_concurrency(conf=explicit, options={"concurrency": 16})
     assert explicit["worker_concurrency"] is None
+
+
+def test_the_pass_budget_follows_the_gpus_free_memory():
+    """``F5_BATCH_FRAMES`` unset: 80% of the free memory over what one frame-row costs (measured at start), between one
+    longest row and ``F5_MAX_BATCH`` longest rows. (The measurement needs a GPU; the rule does not.)"""
+    from worker.engine.runtime import frame_budget_from_memory
+
+    per_frame = 150_000.0  # bytes per frame-row with CFG
+    assert frame_budget_from_memory(16 * 2**30, per_frame, max_batch=64, longest_bucket=4096) == int(
+        0.8 * 16 * 2**30 / per_frame)  # a 16 GB card: memory decides
+    assert frame_budget_from_memory(140 * 2**30, per_frame, max_batch=64, longest_bucket=4096) == 64 * 4096
+    assert frame_budget_from_memory(100 * 2**20, per_frame, max_batch=64, longest_bucket=4096) == 4096

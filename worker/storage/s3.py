@@ -7,6 +7,7 @@ variables or an instance role), never from settings files or job payloads.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,18 @@ class S3Storage:
             return BadInputError("bad_key", f"S3 refuses the key {key[:80]!r}: {code}", "output.key")
         return StorageUnavailableError(f"S3 {action} of {self.bucket}/{key} failed: {type(exc).__name__}: {exc}")
 
+    @contextlib.contextmanager
+    def _reading(self, key: str, full: str, action: str = "download") -> Iterator[None]:
+        """S3's answers to a read: a missing key is ObjectNotFound, the rest what ``_unavailable`` makes of it."""
+        try:
+            yield
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                raise ObjectNotFound(key) from None
+            raise self._unavailable(exc, action, full) from exc
+        except BotoCoreError as exc:
+            raise self._unavailable(exc, action, full) from exc
+
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream") -> None:
         full = self._key(key)
@@ -89,30 +102,18 @@ class S3Storage:
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         full = self._key(key)
-        try:
+        with self._reading(key, full):
             if max_bytes is not None:  # never more than the caller can take, whatever the object holds
                 answer = self.client.get_object(Bucket=self.bucket, Key=full, Range=f"bytes=0-{max_bytes}")
                 return answer["Body"].read()
             buffer = io.BytesIO()
             self.client.download_fileobj(self.bucket, full, buffer, Config=self.transfer)
             return buffer.getvalue()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
-                raise ObjectNotFound(key) from None
-            raise self._unavailable(exc, "download", full) from exc
-        except BotoCoreError as exc:
-            raise self._unavailable(exc, "download", full) from exc
 
     def open(self, key: str) -> Iterator[bytes]:
         full = self._key(key)
-        try:
+        with self._reading(key, full):
             body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
-                raise ObjectNotFound(key) from None
-            raise self._unavailable(exc, "download", full) from exc
-        except BotoCoreError as exc:
-            raise self._unavailable(exc, "download", full) from exc
         return body.iter_chunks(1 << 16)
 
     def presigned_url(self, key: str, expires_s: int = 300) -> str:
@@ -123,13 +124,10 @@ class S3Storage:
     def head(self, key: str) -> ObjectInfo | None:
         full = self._key(key)
         try:
-            answer = self.client.head_object(Bucket=self.bucket, Key=full)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
-                return None
-            raise self._unavailable(exc, "head", full) from exc
-        except BotoCoreError as exc:
-            raise self._unavailable(exc, "head", full) from exc
+            with self._reading(key, full, "head"):
+                answer = self.client.head_object(Bucket=self.bucket, Key=full)
+        except ObjectNotFound:
+            return None
         return ObjectInfo(key, int(answer["ContentLength"]), dict(answer.get("Metadata", {})))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
