@@ -24,14 +24,6 @@ QUIJOTE_OPENING = (
 DEMO_CORPUS = REPO / "corpora" / "don-quijote-1-2.es.txt"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (``-n 2 --dist loadgroup``, as ``.ci/run`` runs), a test file runs whole in one process, so
-    its module fixtures (a worker, a gateway) start once; files marked with a shared group run together."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
 
 def corpus_file() -> Path:
     """The book the text tests read: the Quijote excerpt shipped in ``corpora/``, or ``F5_CORPUS`` (for example the

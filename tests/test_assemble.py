@@ -1,5 +1,6 @@
-"""Assembly: two rendered chapters of the Quijote stitched into chapter files, in every format, with offsets,
-pauses and dataset exports; gaps; and flat memory on a long chapter."""
+"""Two chapters of the Quijote enqueued by the producer and rendered by a real worker (every WAV lands), then stitched
+into chapter files, in every format, with offsets, pauses and dataset exports; gaps; and flat memory on a long
+chapter. (One file for everything that reads the rendered book, so that a test process renders it once.)"""
 
 from __future__ import annotations
 
@@ -19,13 +20,26 @@ from worker.assembly.stitch import AssembleOptions, assemble_chapter
 from worker.books.manifest import ManifestEntry
 from worker.storage.local import LocalStorage
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("rendered-book")]  # one rendering of the book
+pytestmark = pytest.mark.timeout(600)
 
 PAUSES = {"sentence": 0.3, "paragraph": 0.8, "title": 1.5}
 
 
 def _entries(manifests: Path, book: str) -> list[dict]:
     return [json.loads(line) for line in (manifests / f"{book}.jsonl").read_text().splitlines()]
+
+
+def test_two_chapters_end_to_end_every_wav_lands(rendered_two_chapters):
+    env, store, manifests, book, done = rendered_two_chapters
+    assert done.returncode == 0, done.stderr[-3000:]
+    entries = _entries(manifests, book)
+    assert {e["chapter"] for e in entries} == {1, 2}
+    stored = sorted(p.relative_to(store).as_posix() for p in (store / "books" / book).glob("[0-9]*/*.wav"))
+    assert stored == sorted(e["key"] for e in entries)
+    status = cli(env, "status", book, "--json", "--manifest-dir", str(manifests))
+    assert json.loads(status.stdout) == {"total": len(entries), "done": len(entries), "failed": 0,
+                                         "running": 0, "retrying": 0, "revoked": 0, "queued": 0,
+                                         "failures": {}}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REF_TEXT, cli, two_chapters, worker_env
 from tests.services import WorkerProcess, pop_one, queue_keys, queued, wait_until
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("rendered-book")]  # one rendering of the book
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
@@ -35,18 +35,6 @@ def _stored(env: dict[str, str], book: str) -> list[str]:
     """Segment WAVs of a book (chapter files that other tests assemble from the same store are not segments)."""
     root = Path(env["STORAGE_URL"].removeprefix("file://"))
     return sorted(p.relative_to(root).as_posix() for p in (root / "books" / book).glob("[0-9]*/*.wav"))
-
-
-def test_two_chapters_end_to_end_every_wav_lands(rendered_two_chapters):
-    env, _, manifests, book, done = rendered_two_chapters
-    assert done.returncode == 0, done.stderr[-3000:]
-    entries = _manifest(manifests, book)
-    assert {e["chapter"] for e in entries} == {1, 2}
-    assert _stored(env, book) == sorted(e["key"] for e in entries)
-    status = cli(env, "status", book, "--json", "--manifest-dir", str(manifests))
-    assert json.loads(status.stdout) == {"total": len(entries), "done": len(entries), "failed": 0,
-                                         "running": 0, "retrying": 0, "revoked": 0, "queued": 0,
-                                         "failures": {}}
 
 
 def test_two_runs_give_identical_manifests(local_env, quijote_path, tmp_path):
