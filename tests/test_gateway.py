@@ -7,15 +7,15 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 import soundfile as sf
 
 from tests.conftest import REF_TEXT, REPO, cli, own_queue, two_chapters, worker_env
-from tests.services import GatewayProcess, WorkerProcess, wait_until
+from tests.services import GatewayProcess, WorkerProcess, queue_keys, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -89,6 +89,7 @@ def test_an_interactive_tts_is_served_before_a_queued_book_drains(stack, quijote
     assert counts["total"] == total and counts["done"] < total // 2, counts  # the book is far from drained
     status = json.loads(cli(env, "status", "gwbook", "--json", "--manifest-dir", str(tmp_path / "m")).stdout)
     assert status["total"] == counts["total"] and set(status) - {"failures"} <= set(counts)
+    redis.Redis.from_url(env["BROKER_URL"]).delete(*queue_keys(env["F5_QUEUE"]))  # drop the rest of the book
 
 
 def test_a_request_without_a_valid_token_is_refused(stack):
@@ -151,8 +152,6 @@ def test_readiness_and_the_committed_openapi_document(stack):
 def test_the_gateway_refuses_to_start_without_a_token(redis_server, tmp_path):
     env = worker_env(redis_server.url, f"file://{tmp_path}", tmp_path)
     env.pop("F5_GATEWAY_TOKENS", None)
-    started = time.monotonic()
     done = subprocess.run([str(Path(sys.executable).with_name("f5-batch")), "serve", "--port", "1"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "F5_GATEWAY_TOKENS" in done.stderr and "F5_GATEWAY_OPEN" in done.stderr
-    assert time.monotonic() - started < 30

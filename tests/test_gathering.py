@@ -74,11 +74,15 @@ def test_twenty_single_jobs_share_passes_and_sound_as_alone(gathering_worker, re
         assert np.abs(stored - expected).max() <= 2 / 32768  # one PCM_16 step, from ≤ 1e-4 before rounding
 
 
-def test_a_lone_job_waits_at_most_the_batching_window(gathering_worker, redis_server):
-    _worker, _store, _port, queue = gathering_worker
+def test_a_lone_job_runs_alone_once_the_batching_window_has_passed(gathering_worker, redis_server):
+    _worker, _store, port, queue = gathering_worker
     client = plain_celery(redis_server.url)
     job = {"text": "Una sola frase.", "voice": {"ref_audio": VOICE_KEY, "ref_text": REF_TEXT},
            "output": {"key": "dyn/lone.wav"}, "params": {"nfe_step": 2}}
+    passes_before = _metric(port, "f5_pass_rows_count")
+    rows_before = _metric(port, "f5_pass_rows_sum")
     result = client.send_task("f5tts.synthesize", kwargs={"job": job}, queue=queue).get(timeout=120)
-    assert result["timings"]["batch_wait_s"] is not None
-    assert result["timings"]["batch_wait_s"] < 2.0 + 1.0  # the 2 s window, plus slack for a loaded CI machine
+    assert result["key"] == "dyn/lone.wav" and result["timings"]["batch_wait_s"] is not None
+    # nobody came to share its pass: it left part-full, with its one row (how long it waited is bench/'s business)
+    assert _metric(port, "f5_pass_rows_count") - passes_before == 1
+    assert _metric(port, "f5_pass_rows_sum") - rows_before == 1
