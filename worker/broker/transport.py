@@ -9,6 +9,10 @@
   the worker dies instead of reconnecting. Here that attempt raises a connection error, which kombu ignores as it
   should: the messages stay in Redis's unacked set, and the visibility-timeout sweep restores them if their tasks do
   not finish.
+- Redis pops a message for the worker (BRPOP) and the connection fails before the worker records it as
+  unacknowledged. kombu raises there and drops the message, of which Redis holds no copy any more: the job is lost.
+  Here the worker keeps it and runs it; only a crash of this worker before the job ends could lose it now, and the
+  log says which job was in that state.
 
 Everything else is kombu's own code, reached through ``super()``.
 """
@@ -19,12 +23,29 @@ import logging
 from queue import Empty
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
 
+class QoS(kombu_redis.QoS):
+    def append(self, message, delivery_tag):
+        try:
+            super().append(message, delivery_tag)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # The message is out of the queue and not in the unacked set: this process holds the only copy. Deliver
+            # it anyway (kombu's in-memory bookkeeping only), rather than raise and lose it.
+            task = (message.headers or {}).get("id", delivery_tag)
+            log.warning("message %s was handed out as the broker connection failed (%s); it is not recorded as "
+                        "unacknowledged in Redis, so it runs here without a copy in the broker", task, exc)
+            virtual.QoS.append(self, message, delivery_tag)
+
+
 class _Hardened:
+    QoS = QoS
+
     def _connparams(self, asynchronous=False):
         if self.connection.client is None:  # the connection this channel belonged to is closed
             raise RedisConnectionError("the broker connection of this channel is closed")

@@ -1,0 +1,113 @@
+"""A TCP proxy that can cut the network at an exact moment: a real partition between a client and a real server.
+
+Some windows cannot be hit by stopping a server: Redis answers a command and the network fails before the client's
+next one. ``cut_after(marker)`` forwards the first server reply that contains ``marker``, then closes every connection
+and refuses new ones for a while; the server itself never notices. Bytes pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+from tests.services import free_port
+
+
+class CuttableProxy:
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.host, self.target_port, self.port = host, target_port, free_port()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._marker: bytes | None = None
+        self._cut_seconds = 0.0
+        self._down_until = 0.0
+        self.cuts = 0
+        self._listener: socket.socket | None = None
+        self._stopped = threading.Event()
+        self._cutting = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> CuttableProxy:
+        threading.Thread(target=self._serve, daemon=True, name="netcut").start()
+        return self
+
+    def cut_after(self, marker: bytes, seconds: float) -> None:
+        """Arm a cut: after the first server reply holding ``marker`` goes through, the network is down for
+        ``seconds`` (open connections are closed, new ones refused)."""
+        with self._lock:
+            self._marker, self._cut_seconds = marker, seconds
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._close_all()
+
+    def _listen(self) -> socket.socket:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(64)
+        listener.settimeout(0.2)
+        return listener
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            if self._cutting.is_set() or time.monotonic() < self._down_until:  # refused: nothing listens
+                time.sleep(0.05)
+                continue
+            if self._listener is None:
+                self._listener = self._listen()
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                continue
+            upstream = socket.create_connection((self.host, self.target_port))
+            with self._lock:
+                self._sockets.update((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_server: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                trips = from_server and self._trips(chunk)
+                if self._cutting.is_set() and not trips:
+                    return  # the network is down: nothing more goes through, on any connection
+                sink.sendall(chunk)
+                if trips:
+                    self._cut()
+                    return
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def _trips(self, chunk: bytes) -> bool:
+        """Whether this reply is the armed one; if so, every other connection stops forwarding before it is sent, so
+        that nothing the client does in answer to it can reach the server."""
+        with self._lock:
+            if self._marker is None or self._marker not in chunk:
+                return False
+            self._marker = None
+            self._cutting.set()
+            self._down_until = time.monotonic() + self._cut_seconds
+            return True
+
+    def _cut(self) -> None:
+        self.cuts += 1
+        self._close_all()
+        self._cutting.clear()
+
+    def _close_all(self) -> None:
+        with self._lock:
+            sockets, self._sockets = list(self._sockets), set()
+            listener, self._listener = self._listener, None
+        for sock in [*sockets, *([listener] if listener else [])]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
