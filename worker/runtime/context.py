@@ -65,7 +65,7 @@ def build_context(settings: Settings, gather: bool) -> WorkerContext:
     engines = EngineHost(settings.engine, engine_devices(settings),
                          max_wait_s=settings.engine.batch_wait_ms / 1000 if gather else 0.0,
                          on_started=lambda keys: ledger.submit(lost_runs.started, keys),
-                         on_settled=lambda keys: ledger.submit(lost_runs.ended, keys),
+                         on_pass_ended=lambda keys: ledger.submit(lost_runs.ended, keys),
                          on_lost=lost, on_pass=metrics.on_pass)
     engines.start(timeout_s=settings.broker.proc_alive_timeout)
     metrics.serve(settings.metrics.port, settings.metrics.addr)

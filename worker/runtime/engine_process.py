@@ -141,23 +141,29 @@ class EngineServer:
             chosen = self._next()
             start = time.monotonic()
             idle = (start - last_end) if (last_end is not None and waited) else 0.0
-            self.send(("started", [ticket.id for ticket in chosen.tickets]))  # before the pass: it may kill us
+            tickets = [ticket.id for ticket in chosen.tickets]
+            self.send(("started", tickets))  # before the pass: it may kill us
             try:
                 result = self.engine.run_pass(chosen.chunks, should_stop=all_cancelled(chosen))
-            except PassCancelled as stop:
-                log.warning("pass of %d rows stopped: %s", chosen.plan.size, stop)
-                last_end, waited = time.monotonic(), self._work_waiting()
-                continue
             except DeviceLostError as exc:
                 log.critical("the device is lost (%s); this engine process exits so that the worker starts a "
                              "fresh one, and the jobs it held go back to the worker to retry", exc)
                 self.send(("fault", str(exc)))
                 os._exit(DEVICE_LOST_EXIT)
             except Exception as exc:
+                result = exc
+            # Over, whatever its outcome: its jobs no longer risk this process through it (a job that dies with the
+            # process later, waiting or being finished, did not kill it). Sent before any of their results.
+            self.send(("ended", tickets))
+            if isinstance(result, PassCancelled):
+                log.warning("pass of %d rows stopped: %s", chosen.plan.size, result)
+                last_end, waited = time.monotonic(), self._work_waiting()
+                continue
+            if isinstance(result, Exception):
                 log.warning("a pass of %d rows failed (%s: %s); its jobs are retried alone", chosen.plan.size,
-                            type(exc).__name__, exc)
+                            type(result).__name__, result)
                 with self._cond:
-                    self.scheduler.fail(chosen, exc)
+                    self.scheduler.fail(chosen, result)
                 last_end, waited = time.monotonic(), self._work_waiting()
                 continue
             with self._cond:

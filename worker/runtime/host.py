@@ -40,8 +40,8 @@ class _Pending:
     ticket: int
     keys: list[str]  # job ids, for the delivery ledger
     future: Future = field(default_factory=Future)
-    on_engine: bool = False  # a pass holding this ticket started
-    started_at: float | None = None  # when: a job's time limits count from its first pass, not its wait
+    in_pass: bool = False  # a pass holding this ticket is running: if the process dies now, this job may be why
+    started_at: float | None = None  # when its first pass started: a job's time limits count from there, not its wait
 
 
 class EngineProcess:
@@ -107,11 +107,11 @@ class EngineProcess:
         elif kind == "build_failed":
             self.build_error = message[1]
         elif kind == "started":
-            for ticket in message[1]:
-                pending = self.pending.get(ticket)
-                if pending is not None and not pending.on_engine:
-                    pending.on_engine, pending.started_at = True, time.monotonic()
-                    self.host.on_started(pending.keys)
+            if keys := self._mark_in_pass(message[1], True):
+                self.host.on_started(keys)
+        elif kind == "ended":
+            if keys := self._mark_in_pass(message[1], False):
+                self.host.on_pass_ended(keys)
         elif kind == "pass":
             self.host.on_pass(message[1])
         elif kind == "fault":
@@ -119,13 +119,25 @@ class EngineProcess:
         elif kind in ("done", "failed", "cancelled"):
             self._settle(message)
 
+    def _mark_in_pass(self, tickets: list[int], in_pass: bool) -> list[str]:
+        """Mark these tickets' pass as running (or over); the job ids whose state changed."""
+        keys, now = [], time.monotonic()
+        for ticket in tickets:
+            pending = self.pending.get(ticket)
+            if pending is not None and pending.in_pass != in_pass:
+                pending.in_pass = in_pass
+                if in_pass and pending.started_at is None:
+                    pending.started_at = now
+                keys += pending.keys
+        return keys
+
     def _settle(self, message: tuple) -> None:
         with self.host._lock:
             pending = self.pending.pop(message[1], None)
         if pending is None:
             return
-        if pending.on_engine:
-            self.host.on_settled(pending.keys)
+        if pending.in_pass:  # its pass's end was not reported (cannot happen in order; never leave a count raised)
+            self.host.on_pass_ended(pending.keys)
         kind = message[0]
         if kind == "done":
             pending.future.set_result(message[2])
@@ -149,12 +161,13 @@ class EngineHost:
 
     def __init__(self, config: EngineConfig, devices: Sequence[str | None], *, max_wait_s: float,
                  on_started: Callable[[list[str]], None] = lambda keys: None,
-                 on_settled: Callable[[list[str]], None] = lambda keys: None,
+                 on_pass_ended: Callable[[list[str]], None] = lambda keys: None,
                  on_lost: Callable[[list[str]], None] = lambda keys: None,
                  on_pass: Callable[[dict], None] = lambda stats: None) -> None:
         self.config = config
         self.max_wait_s = max_wait_s
-        self.on_started, self.on_settled, self.on_lost, self.on_pass = on_started, on_settled, on_lost, on_pass
+        self.on_started, self.on_pass_ended = on_started, on_pass_ended
+        self.on_lost, self.on_pass = on_lost, on_pass
         self._tickets = itertools.count(1)
         self._lock = threading.Lock()
         self._closing = False
@@ -207,13 +220,13 @@ class EngineHost:
         with self._lock:
             lost, engine.pending = engine.pending, {}
         for pending in lost.values():
-            if pending.on_engine and self._closing:  # stopped by us (shutdown): not the job's fault
-                self.on_settled(pending.keys)
-            elif pending.on_engine:
+            if pending.in_pass and self._closing:  # stopped by us (shutdown): not the job's fault
+                self.on_pass_ended(pending.keys)
+            elif pending.in_pass:
                 self.on_lost(pending.keys)
             pending.future.set_exception(EngineLostError(
                 f"{engine.name} stopped (exit code {exitcode}) while this job was "
-                + ("in its running pass" if pending.on_engine else "waiting in it")))
+                + ("in its running pass" if pending.in_pass else "waiting in it")))
         if self._closing or not self._serving:  # at start-up, start() reports the failure and the worker stops
             return
         delay = RESTART_BACKOFF_S[min(engine.restarts, len(RESTART_BACKOFF_S) - 1)] if engine.build_error else 0.0
