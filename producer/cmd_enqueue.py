@@ -13,8 +13,8 @@ from producer.enqueue import (
     corpus_size,
     finish_manifest,
     publish_book,
-    sigterm_interrupts,
 )
+from producer.interrupts import interruptible
 from producer.jobs import BOOK_ID, batch_messages, book_record, entry_job, single_messages, single_task_id
 from producer.manifest import ManifestFiles, write_atomic
 from producer.progress import DEFAULT_INTERVAL_S, console
@@ -182,7 +182,7 @@ def _run(settings, app, storage: Storage, record: BookRecord, files: ManifestFil
     messages = batch_messages(record, segments, voice.planning_seconds) if record.batch_size > 1 else \
         single_messages(record, segments)
     try:
-        with sigterm_interrupts():
+        with interruptible():
             result = publish_book(messages, files, already, queue=settings.broker.queue, max_queued=max_queued,
                                   priority=record.priority, title=f"enqueue {record.book}",
                                   total_bytes=corpus_size(corpus_path), interval_s=interval_s, closer=closer)

@@ -11,11 +11,9 @@ they are: ``f5-batch resume BOOK`` (or the same ``enqueue`` again) continues fro
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,19 +38,6 @@ class EnqueueInterrupted(Exception):
     def __init__(self, segments: int) -> None:
         super().__init__(f"interrupted after {segments} segments")
         self.segments = segments
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Within the block, SIGTERM (a container stop, ``kill``) interrupts like Ctrl-C, so cleanup runs."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class BlockedWatch:

@@ -9,11 +9,13 @@ point leaves a manifest that lists exactly what was published.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queue_module
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from producer.interrupts import raise_if_requested
 from producer.publish import BrokerUnavailable
 
 _STOP = None
@@ -36,6 +38,7 @@ def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | 
     from worker.celery_app import app
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops this process
+    parent = os.getppid()
     done: list[int] = []
 
     def flush() -> None:
@@ -44,6 +47,8 @@ def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | 
             done.clear()
 
     def blocked(length: int) -> None:
+        if os.getppid() != parent:  # the producer was killed: nobody will read what this process would publish
+            raise SystemExit("the producer that started this publisher is gone")
         flush()
         acks.put(("waiting", length))
 
@@ -88,6 +93,7 @@ class PipelinedPublisher:
 
     def _put(self, item: _Request | None) -> None:
         while True:
+            raise_if_requested()
             try:
                 self._requests.put(item, timeout=0.5)
                 return
@@ -98,6 +104,7 @@ class PipelinedPublisher:
 
     def _collect(self, block: bool) -> None:
         while True:
+            raise_if_requested()
             try:
                 item = self._acks.get(block=block, timeout=5 if block else None)
             except queue_module.Empty:
