@@ -26,7 +26,6 @@ class CuttableProxy:
         self.cuts = 0
         self._listener: socket.socket | None = None
         self._stopped = threading.Event()
-        self._cutting = threading.Event()
 
     @property
     def url(self) -> str:
@@ -54,60 +53,66 @@ class CuttableProxy:
         listener.settimeout(0.2)
         return listener
 
+    def _down(self) -> bool:
+        return time.monotonic() < self._down_until
+
     def _serve(self) -> None:
         while not self._stopped.is_set():
-            if self._cutting.is_set() or time.monotonic() < self._down_until:  # refused: nothing listens
+            if self._down():  # refused: nothing listens on the port
                 time.sleep(0.05)
                 continue
             if self._listener is None:
                 self._listener = self._listen()
             try:
                 client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+            except OSError:  # a timeout, or the listener closed by a cut
                 continue
             upstream = socket.create_connection((self.host, self.target_port))
             with self._lock:
+                if self._down():  # the cut came while this connection was being accepted
+                    _close(client, upstream)
+                    continue
                 self._sockets.update((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_server: bool) -> None:
+        tail = b""  # the end of the previous chunk: a marker split across two reads still matches
         with contextlib.suppress(OSError):
             while chunk := source.recv(65536):
-                trips = from_server and self._trips(chunk)
-                if self._cutting.is_set() and not trips:
-                    return  # the network is down: nothing more goes through, on any connection
+                trips = from_server and self._trips(tail + chunk)
+                tail = (tail + chunk)[-256:]
+                if self._down() and not trips:
+                    _close(source, sink)  # the network is down: nothing more goes through, on any connection
+                    return
                 sink.sendall(chunk)
                 if trips:
-                    self._cut()
+                    self.cuts += 1
+                    self._close_all()
                     return
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
-    def _trips(self, chunk: bytes) -> bool:
-        """Whether this reply is the armed one; if so, every other connection stops forwarding before it is sent, so
-        that nothing the client does in answer to it can reach the server."""
+    def _trips(self, data: bytes) -> bool:
+        """Whether this reply is the armed one. If so the network is down from now, before the reply is forwarded:
+        nothing the client does in answer to it can reach the server."""
         with self._lock:
-            if self._marker is None or self._marker not in chunk:
+            if self._marker is None or self._marker not in data:
                 return False
             self._marker = None
-            self._cutting.set()
             self._down_until = time.monotonic() + self._cut_seconds
             return True
-
-    def _cut(self) -> None:
-        self.cuts += 1
-        self._close_all()
-        self._cutting.clear()
 
     def _close_all(self) -> None:
         with self._lock:
             sockets, self._sockets = list(self._sockets), set()
             listener, self._listener = self._listener, None
-        for sock in [*sockets, *([listener] if listener else [])]:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
+        _close(*sockets, *([listener] if listener else []))
+
+
+def _close(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
