@@ -8,8 +8,10 @@ Two cases, the same two chapters of the Quijote:
 
 From the worker's own Prometheus metrics, over the window in which the queue is deep (from the first stored segment
 until 80% are stored): mean rows per pass, fill (real frames over padded frames), and the engine's idle time between
-passes over its busy time. The model and NFE are chosen so that a pass takes about what a full-size pass takes on a GPU
-at the goal's speed (0.2-0.5 s): the tiny DiT, a 2-second reference and NFE 1 on one CPU thread. Prints a table and
+passes over its busy time. The tiny DiT, a 2-second reference and NFE 1 on one CPU thread give full passes of about
+2 s here; on a GPU at the goal's speed a full pass takes 0.2-0.5 s while the per-job I/O (encode, HEAD, PUT, about
+30 ms per job) stays the same, so the idle share measured here is a lower bound for a GPU, not a prediction.
+Prints a table and
 writes ``bench/results/gathering-cpu.json``.
 
     python bench/bench_gathering.py [--nfe 1] [--chapters 1-2]
@@ -94,6 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nfe", type=int, default=1)
     parser.add_argument("--chapters", default="1-2")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the engine process")
+    parser.add_argument("--batch-frames", type=int, default=None,
+                        help="F5_BATCH_FRAMES, the frame budget of a pass (default: the worker's own)")
+    parser.add_argument("--name", default="gathering-cpu", help="results file name")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="f5bench-gather-"))
@@ -101,7 +107,9 @@ def main() -> None:
     s3 = S3Server(work / "s3").start()
     s3.create_bucket(BUCKET)
     port = free_port()
-    env = worker_env(redis.url, f"s3://{BUCKET}/{PREFIX}", work / "weights", s3.endpoint, F5_METRICS_PORT=str(port))
+    env = worker_env(redis.url, f"s3://{BUCKET}/{PREFIX}", work / "weights", s3.endpoint, F5_METRICS_PORT=str(port),
+                     OMP_NUM_THREADS=str(args.threads),
+                     **({"F5_BATCH_FRAMES": str(args.batch_frames)} if args.batch_frames else {}))
     reference = work / "narrador.wav"
     reference.write_bytes(short_reference())
     assert cli(env, "voice", "add", "narrador", str(reference), "--text", REF_TEXT).returncode == 0
@@ -131,9 +139,10 @@ def main() -> None:
         redis.stop()
     print_table(rows, ["case", "segments", "passes", "rows_per_pass", "fill", "pass_s_mean", "busy_s", "idle_s",
                        "idle_over_busy", "recompiles", "window_s"])
-    path = write_results("gathering-cpu", {
+    path = write_results(args.name, {
         "setup": {"worker": "celery -A worker worker (defaults: threads pool, one engine process)",
-                  "model": "tiny-random on CPU, one torch thread", "nfe_step": args.nfe,
+                  "model": f"tiny-random on CPU, {args.threads} torch thread(s)", "nfe_step": args.nfe,
+                  "batch_frames": args.batch_frames or "the worker's default",
                   "reference_s": REF_SECONDS, "storage": "moto S3 server over HTTP", "broker": "redis-server",
                   "window": "from the first stored segment until 80% are stored (the queue is deep)"},
         "rows": rows})

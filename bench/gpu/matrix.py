@@ -13,7 +13,7 @@ What it measures (each row: RTF, audio seconds per second, MFU, peak VRAM alloca
 
 Every engine row runs each batch size (``--batches``) at each NFE (``--nfe``). A part stops starting new rows when its
 time budget (``--budget-s``, under the 10 minutes one device call may take) would be overrun, and lists what it
-skipped. FLOPs are counted as ``../design`` says: per row and forward, ``16·d²·L·T + 4·T²·d·L`` (T: the row's real
+skipped. FLOPs per row and forward (the DiT's matmuls and attention): ``16·d²·L·T + 4·T²·d·L`` (T: the row's real
 frames), ×2 with CFG, ×NFE; MFU is against the dense bf16 peak of the GPU.
 
     python bench/gpu/matrix.py --part 1 --out DIR          # one part (GPU: full F5TTS_v1_Base architecture)
@@ -495,7 +495,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default="engine-gpu" if cuda else "engine-gpu-on-cpu",
                         help="base name of the merged file")
     parser.add_argument("--arch", choices=["full", "mid"], default="full" if cuda else "mid")
-    parser.add_argument("--precisions", type=lambda s: s.split(","), default=["bf16", "fp16", "fp32"])
+    parser.add_argument("--precisions", type=lambda s: s.split(","),  # a CPU emulates bf16 slowly: a dry run skips it
+                        default=["bf16", "fp16", "fp32"] if cuda else ["fp32"])
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 2, 4, 8, 16, 32, 64] if cuda else [1, 8])
     parser.add_argument("--nfe", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32] if cuda else [16])
