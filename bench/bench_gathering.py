@@ -10,11 +10,11 @@ From the worker's own Prometheus metrics, over the window in which the queue is 
 until 80% are stored): mean rows per pass, fill (real frames over padded frames), and the engine's idle time between
 passes over its busy time. The tiny DiT, a 2-second reference and NFE 1 on one CPU thread give full passes of about
 2 s here; on a GPU at the goal's speed a full pass takes 0.2-0.5 s while the per-job I/O (encode, HEAD, PUT, about
-30 ms per job) stays the same, so the idle share measured here is a lower bound for a GPU, not a prediction.
-Prints a table and
-writes ``bench/results/gathering-cpu.json``.
+30 ms per job) stays the same, so the idle share measured here is a lower bound for a GPU, not a prediction. Prints a
+table and writes ``bench/results/gathering-cpu.json`` (or ``--name``).
 
     python bench/bench_gathering.py [--nfe 1] [--chapters 1-2]
+    python bench/bench_gathering.py --threads 2 --batch-frames 24000 --name gathering-cpu-short-passes
 """
 
 from __future__ import annotations

@@ -46,9 +46,12 @@ def test_redis_restart_while_queued_and_publishing(prepared_random_weights, serv
 
         # no resume: jobs queued across the restarts, and those in flight (redelivered after the visibility
         # timeout), all complete on their own
+        def settled() -> bool:
+            counts = status()
+            return counts["done"] + counts["failed"] == counts["total"]
+
         try:
-            wait_until(lambda: (lambda s: s["done"] + s["failed"] == s["total"])(status()), 400,
-                       "every job to complete or fail", interval=3)
+            wait_until(settled, 400, "every job to complete or fail", interval=3)
         except TimeoutError:
             raise AssertionError(f"jobs neither stored nor failed: {status()}\n{worker.log()[-4000:]}") from None
         final = status()
