@@ -1,8 +1,11 @@
 """A TCP proxy that can cut the network at an exact moment: a real partition between a client and a real server.
 
 Some windows cannot be hit by stopping a server: Redis answers a command and the network fails before the client's
-next one. ``cut_after(marker)`` forwards the first server reply that contains ``marker``, then closes every connection
-and refuses new ones for a while; the server itself never notices. Bytes pass through unchanged.
+next one. ``cut_after(marker)`` forwards the first server reply that contains ``marker`` (or, with ``forward=False``,
+drops it), then closes every connection and refuses new ones for a while; the server itself never notices.
+``hold(marker)`` never delivers that reply and
+leaves the connection open: the client waits on an answer the server already gave, for as long as a test needs to
+kill it there. Other bytes pass through unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ class CuttableProxy:
         self._sockets: set[socket.socket] = set()
         self._marker: bytes | None = None
         self._cut_seconds = 0.0
+        self._mode = "cut"
         self._down_until = 0.0
         self.cuts = 0
+        self.held = 0
         self._listener: socket.socket | None = None
         self._stopped = threading.Event()
 
@@ -35,11 +40,17 @@ class CuttableProxy:
         threading.Thread(target=self._serve, daemon=True, name="netcut").start()
         return self
 
-    def cut_after(self, marker: bytes, seconds: float) -> None:
-        """Arm a cut: after the first server reply holding ``marker`` goes through, the network is down for
-        ``seconds`` (open connections are closed, new ones refused)."""
+    def cut_after(self, marker: bytes, seconds: float, forward: bool = True) -> None:
+        """Arm a cut: after the first server reply holding ``marker`` goes through (or is dropped), the network is
+        down for ``seconds`` (open connections are closed, new ones refused)."""
         with self._lock:
-            self._marker, self._cut_seconds = marker, seconds
+            self._marker, self._cut_seconds, self._mode = marker, seconds, "cut" if forward else "drop"
+
+    def hold(self, marker: bytes) -> None:
+        """Arm a hold: the first server reply holding ``marker`` is swallowed, and nothing more reaches that client
+        on its connection; the connection stays open."""
+        with self._lock:
+            self._marker, self._cut_seconds, self._mode = marker, 0.0, "hold"
 
     def stop(self) -> None:
         self._stopped.set()
@@ -82,10 +93,14 @@ class CuttableProxy:
             while chunk := source.recv(65536):
                 trips = from_server and self._trips(tail + chunk)
                 tail = (tail + chunk)[-256:]
+                if trips == "hold":
+                    self.held += 1
+                    return  # this reply and all after it stay here; the client never learns what Redis answered
                 if self._down() and not trips:
                     _close(source, sink)  # the network is down: nothing more goes through, on any connection
                     return
-                sink.sendall(chunk)
+                if trips != "drop":
+                    sink.sendall(chunk)
                 if trips:
                     self.cuts += 1
                     self._close_all()
@@ -93,15 +108,16 @@ class CuttableProxy:
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
-    def _trips(self, data: bytes) -> bool:
-        """Whether this reply is the armed one. If so the network is down from now, before the reply is forwarded:
-        nothing the client does in answer to it can reach the server."""
+    def _trips(self, data: bytes) -> str | None:
+        """The armed action if this reply holds the marker ("cut", "drop" or "hold"). For a cut the network is down
+        from now, before the reply is forwarded: nothing the client does in answer to it can reach the server."""
         with self._lock:
             if self._marker is None or self._marker not in data:
-                return False
+                return None
             self._marker = None
-            self._down_until = time.monotonic() + self._cut_seconds
-            return True
+            if self._mode != "hold":
+                self._down_until = time.monotonic() + self._cut_seconds
+            return self._mode
 
     def _close_all(self) -> None:
         with self._lock:

@@ -54,6 +54,8 @@ def celery_config(settings: Settings) -> dict:
         # (kombu's default scans only every ~100 s).
         "unacked_restore_interval": max(1, min(10, broker.visibility_timeout // 4)),
         "unacked_restore_throttle": 1,
+        # The hardened worker transport takes messages atomically and asks this often while the queue is empty.
+        "idle_poll_interval": broker.broker_poll_ms / 1000,
         "socket_connect_timeout": 10,
         "socket_keepalive": True,
         # Priorities 0-9 on Redis (0 is served first): interactive requests before books.

@@ -43,6 +43,9 @@ class BrokerSettings(_Section):
     task_soft_time_limit: int = Field(1500, ge=1, validation_alias=_env("TASK_SOFT_TIME_LIMIT"))
     task_time_limit: int = Field(1800, ge=1, validation_alias=_env("TASK_TIME_LIMIT"))
     visibility_timeout: int = Field(3600, ge=1, validation_alias=_env("VISIBILITY_TIMEOUT"))
+    broker_poll_ms: int = Field(
+        50, ge=1, le=1000, validation_alias=_env("F5_BROKER_POLL_MS"),
+        description="How often an idle worker asks Redis for work (see worker.broker.fetch); the most a job waits.")
     result_expires: int = Field(7 * 24 * 3600, ge=60, validation_alias=_env("RESULT_EXPIRES"))
     max_retries: int = Field(20, ge=0, validation_alias=_env("TASK_MAX_RETRIES"))
     retry_backoff_max: int = Field(120, ge=1, validation_alias=_env("RETRY_BACKOFF_MAX"))

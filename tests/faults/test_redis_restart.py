@@ -4,6 +4,7 @@ completes, and the worker and the producer reconnect on their own."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -92,12 +93,15 @@ def test_job_running_when_redis_goes_down_is_finished_not_cancelled(prepared_ran
         redis.stop()
 
 
+@pytest.mark.parametrize("reply_arrives", [True, False], ids=["reply-arrives", "reply-lost"])
 def test_network_cut_just_after_redis_hands_out_a_job_does_not_lose_it(prepared_random_weights, service_dir, tmp_path,
-                                                                       ref_wav_bytes):
-    """The other side of that window, hit exactly: Redis pops the message for the worker (BRPOP), and the network
-    fails before the worker records it as unacknowledged. Stock kombu raises there and drops the message, which Redis
-    no longer holds either. The worker must run it. A real TCP proxy between the worker and Redis makes the cut; Redis
-    keeps running, and the client and the result backend reach it directly."""
+                                                                       ref_wav_bytes, reply_arrives):
+    """The other side of that window, hit exactly: Redis hands the message to the worker and the network fails, just
+    after the reply reaches the worker or just before. Stock kombu has popped it with BRPOP and not yet recorded it,
+    so only the worker could hold it, and with a lost reply nothing does. Here the hand-out and the record are one
+    step: a worker that got the message runs it, and one whose reply was lost puts the message back as soon as it
+    reconnects (well before the visibility timeout, an hour here). A real TCP proxy between the worker and Redis makes
+    the cut; Redis keeps running, and the client and the result backend reach it directly."""
     from tests.conftest import VOICE_KEY, job, plain_celery
 
     redis = RedisServer(tmp_path / "cut-redis", appendonly=True).start()
@@ -109,16 +113,57 @@ def test_network_cut_just_after_redis_hands_out_a_job_does_not_lose_it(prepared_
     worker = WorkerProcess(env, service_dir / "logs").start()
     try:
         task_id = f"cut-{uuid.uuid4().hex}"
-        proxy.cut_after(task_id.encode(), seconds=8)  # longer than redis-py's own reconnect retries
+        # longer than redis-py's own reconnect retries
+        proxy.cut_after(task_id.encode(), seconds=8, forward=reply_arrives)
         result = plain_celery(redis.url).send_task("f5tts.synthesize", queue="cut", task_id=task_id,
                                                    kwargs={"job": job("Llegó, pues, el día.", "cut/once.wav")})
         wait_until(lambda: proxy.cuts == 1, 60, "the network cut after the job was handed out")
-        assert queued(redis.client(), "cut") == 0 and not redis.client().hlen("unacked"), \
-            "Redis holds no copy of the job: only the worker has it"
+        assert queued(redis.client(), "cut") == 0 and redis.client().hlen("unacked") == 1, \
+            "Redis handed the job out and recorded it as unacknowledged in the same step"
         assert result.get(timeout=180)["key"] == "cut/once.wav", worker.log()[-3000:]
         assert (store / "cut" / "once.wav").is_file()
         assert worker.process.poll() is None
+        if not reply_arrives:
+            assert "back in its queue" in worker.log(), "the job came back through its claim"
     finally:
         worker.stop()
+        proxy.stop()
+        redis.stop()
+
+
+def test_worker_killed_after_redis_hands_out_a_job_does_not_lose_it(prepared_random_weights, service_dir, tmp_path,
+                                                                     ref_wav_bytes):
+    """The window the soak found: Redis has handed a message to a worker, and the worker is SIGKILLed before it could
+    record it. A proxy holds Redis's reply, so the kill lands exactly there. With kombu's BRPOP the job is gone; here it
+    was recorded in the same step, and the visibility-timeout sweep of the next worker brings it back."""
+    from tests.conftest import VOICE_KEY, job, plain_celery
+
+    redis = RedisServer(tmp_path / "held-redis", appendonly=True).start()
+    proxy = CuttableProxy(redis.port).start()
+    store = tmp_path / "store"
+    (store / "voices").mkdir(parents=True)
+    (store / VOICE_KEY).write_bytes(ref_wav_bytes)
+    limits = {"VISIBILITY_TIMEOUT": "20", "TASK_TIME_LIMIT": "15", "TASK_SOFT_TIME_LIMIT": "12"}
+    env = worker_env(proxy.url, f"file://{store}", prepared_random_weights, F5_QUEUE="held", RESULT_BACKEND=redis.url,
+                     **limits)
+    worker = WorkerProcess(env, service_dir / "logs").start()
+    successor = None
+    try:
+        task_id = f"held-{uuid.uuid4().hex}"
+        proxy.hold(task_id.encode())
+        result = plain_celery(redis.url).send_task("f5tts.synthesize", queue="held", task_id=task_id,
+                                                   kwargs={"job": job("Llegó, pues, el día.", "held/once.wav")})
+        wait_until(lambda: proxy.held == 1, 60, "Redis to hand the job out")
+        worker.stop(sig=signal.SIGKILL)
+        assert queued(redis.client(), "held") == 0 and redis.client().hlen("unacked") == 1, \
+            "the handed-out job is recorded in Redis, not only in the killed worker"
+        successor = WorkerProcess(worker_env(redis.url, f"file://{store}", prepared_random_weights, F5_QUEUE="held",
+                                             **limits), service_dir / "logs").start()
+        assert result.get(timeout=240)["key"] == "held/once.wav", successor.log()[-3000:]
+        assert (store / "held" / "once.wav").is_file()
+    finally:
+        worker.stop()
+        if successor is not None:
+            successor.stop()
         proxy.stop()
         redis.stop()

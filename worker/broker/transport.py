@@ -9,10 +9,12 @@
   the worker dies instead of reconnecting. Here that attempt raises a connection error, which kombu ignores as it
   should: the messages stay in Redis's unacked set, and the visibility-timeout sweep restores them if their tasks do
   not finish.
-- Redis pops a message for the worker (BRPOP) and the connection fails before the worker records it as
-  unacknowledged. kombu raises there and drops the message, of which Redis holds no copy any more: the job is lost.
-  Here the worker keeps it and runs it; only a crash of this worker before the job ends could lose it now, and the
-  log says which job was in that state.
+- A message is taken off its queue and recorded as unacknowledged in one atomic step (``worker.broker.fetch``), not
+  popped by BRPOP and recorded by a second command: nothing is lost if the worker dies or the network fails between
+  the two.
+- Where kombu's BRPOP still serves (no-ack reply queues, a Redis that refuses scripts) and the connection fails after
+  the pop but before the record, kombu raises and drops the message, of which Redis holds no copy any more. Here the
+  worker keeps it and runs it, and the log says which job was in that state.
 
 Everything else is kombu's own code, reached through ``super()``.
 """
@@ -27,10 +29,12 @@ from kombu.transport import virtual
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker.broker.fetch import AtomicFetch, FetchedQoS
+
 log = logging.getLogger(__name__)
 
 
-class QoS(kombu_redis.QoS):
+class QoS(FetchedQoS):
     def append(self, message, delivery_tag):
         try:
             super().append(message, delivery_tag)
@@ -66,7 +70,7 @@ class _Hardened:
             raise Empty() from None
 
 
-class Channel(_Hardened, kombu_redis.Channel):
+class Channel(_Hardened, AtomicFetch, kombu_redis.Channel):
     pass
 
 
@@ -74,8 +78,8 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelChannel(_Hardened, kombu_redis.SentinelChannel):
-    pass
+class SentinelChannel(_Hardened, AtomicFetch, kombu_redis.SentinelChannel):
+    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options, "idle_poll_interval")
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):
