@@ -82,9 +82,10 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "worker_pool": "threads" if broker.role == "synthesis" else "prefork",
-        # Keep running jobs when the broker connection drops: a message Redis handed out just as it went down may
-        # never have reached the unacked hash, so cancelling it would lose the job. Finishing it costs at most a
-        # redelivery, which the worker skips because the output key exists (see tests/faults/test_redis_restart.py).
+        # Keep running jobs when the broker connection drops: cancelling leaves a job to the visibility timeout (an
+        # hour by default), and a message kombu's BRPOP fallback handed out just then may not be in the unacked hash
+        # at all. Finishing it costs at most a redelivery, which the worker skips because the output key exists (see
+        # tests/faults/test_redis_restart.py).
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_time_limit": broker.task_time_limit,
         "task_soft_time_limit": broker.task_soft_time_limit,
