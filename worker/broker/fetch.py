@@ -40,24 +40,28 @@ log = logging.getLogger(__name__)
 
 #: KEYS: unacked hash, unacked index, claim to write, claim to clear, then the queue lists in serving order.
 #: ARGV: now (seconds since the epoch, as kombu scores the index), claim lifetime (seconds).
-#: The unacked record is kombu's own ``[payload, exchange, routing_key]``, built around the item's exact bytes.
+#: The unacked record is kombu's own ``[payload, exchange, routing_key]``, built around the item's exact bytes. The
+#: pop comes last: a Redis error stops a script without undoing what it did, and a write refused (a full ``noeviction``
+#: server) must leave the message in its list, not popped and unrecorded.
 FETCH_SCRIPT = """
 redis.call('DEL', KEYS[4])
 for i = 5, #KEYS do
-  local item = redis.call('RPOP', KEYS[i])
+  local item = redis.call('LINDEX', KEYS[i], -1)
   if item then
     local ok, message = pcall(cjson.decode, item)
     local properties = ok and type(message) == 'table' and message.properties
     local info = type(properties) == 'table' and properties.delivery_info
     local tag = type(properties) == 'table' and properties.delivery_tag
+    local recorded = 0
     if type(info) == 'table' and type(tag) == 'string' then
       redis.call('ZADD', KEYS[2], ARGV[1], tag)
       redis.call('HSET', KEYS[1], tag,
                  '[' .. item .. ',' .. cjson.encode(info.exchange) .. ',' .. cjson.encode(info.routing_key) .. ']')
       redis.call('SET', KEYS[3], tag, 'EX', ARGV[2])
-      return {KEYS[i], item, 1}
+      recorded = 1
     end
-    return {KEYS[i], item, 0}
+    redis.call('RPOP', KEYS[i])
+    return {KEYS[i], item, recorded}
   end
 end
 return false

@@ -1,0 +1,122 @@
+"""The worker's atomic fetch (``worker.broker.fetch``) against a real redis-server, through kombu's public API: the
+order it serves, what it records, that a recorded message comes back whole, and what it does where it cannot run.
+The fault tests (a worker killed, or the network cut, between hand-out and record) are in
+tests/faults/test_redis_restart.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+
+import pytest
+from kombu import Connection, Producer, Queue
+
+from tests.services import RedisServer, queued
+
+TRANSPORT = "worker.broker.transport:Transport"
+OPTIONS = {"queue_order_strategy": "priority", "priority_steps": list(range(10)), "sep": ":",
+           "visibility_timeout": 600, "idle_poll_interval": 0.02}
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def publish(url: str, queue: Queue, bodies: list[tuple[dict, int]]) -> None:
+    with Connection(url, transport_options=OPTIONS) as conn:  # kombu's stock transport, as producers and clients use
+        producer = Producer(conn.channel())
+        for body, priority in bodies:
+            producer.publish(body, routing_key=queue.name, declare=[queue], priority=priority, serializer="json",
+                             headers={"stamped_headers": [], "nested": {"empty": []}})
+
+
+def consume(url: str, queue: Queue, count: int, no_ack: bool = False, timeout: float = 10) -> tuple[Connection, list]:
+    conn = Connection(url, transport=TRANSPORT, transport_options=OPTIONS)
+    got: list = []
+    consumer = conn.Consumer(queue, callbacks=[lambda body, message: got.append((body, message))], no_ack=no_ack,
+                             accept=["json"])
+    consumer.qos(prefetch_count=count)
+    consumer.consume()
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            conn.drain_events(timeout=0.5)
+    return conn, got
+
+
+def test_serves_by_priority_and_records_each_message_as_it_hands_it_out(redis):
+    queue = Queue("jobs")
+    publish(redis.url, queue, [({"n": n}, priority) for n, priority in enumerate([6, 6, 0, 9, 3])])
+    conn, got = consume(redis.url, queue, 5)
+    try:
+        assert [body["n"] for body, _ in got] == [2, 4, 0, 1, 3]  # 0 first; equal priorities in publishing order
+        client = redis.client()
+        assert queued(client, "jobs") == 0
+        for _body, message in got:  # recorded in kombu's own format before anyone acknowledged anything
+            payload, _exchange, routing_key = json.loads(client.hget("unacked", message.delivery_tag))
+            assert payload["properties"]["delivery_tag"] == message.delivery_tag and routing_key == "jobs"
+            assert client.zscore("unacked_index", message.delivery_tag) is not None
+        for _, message in got:
+            message.ack()
+        assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+    finally:
+        conn.release()
+
+
+def test_a_recorded_message_comes_back_whole(redis):
+    """Unacknowledged messages go back to the queue (here when the consumer closes; after a crash, by the visibility
+    sweep) from the record the script wrote: the same body and headers, empty lists included, marked redelivered."""
+    queue = Queue("jobs")
+    publish(redis.url, queue, [({"args": [], "kwargs": {"text": "Llegó, pues, el día.", "tags": []}}, 0)])
+    conn, got = consume(redis.url, queue, 1)
+    first = got[0][1]
+    conn.release()  # not acknowledged
+    assert queued(redis.client(), "jobs") == 1 and redis.client().hlen("unacked") == 0
+    conn, again = consume(redis.url, queue, 1)
+    try:
+        body, message = again[0]
+        assert body == {"args": [], "kwargs": {"text": "Llegó, pues, el día.", "tags": []}}
+        assert message.headers["stamped_headers"] == [] and message.headers["nested"] == {"empty": []}
+        assert message.delivery_tag == first.delivery_tag and message.delivery_info["redelivered"]
+        message.ack()
+    finally:
+        conn.release()
+
+
+def test_reply_queues_consumed_without_acks_are_not_recorded(redis):
+    """Celery's reply queues are consumed without acknowledgements; a record of theirs would be delivered again by
+    the visibility sweep."""
+    queue = Queue("replies")
+    publish(redis.url, queue, [({"reply": n}, 0) for n in range(3)])
+    conn, got = consume(redis.url, queue, 3, no_ack=True)
+    try:
+        assert sorted(body["reply"] for body, _ in got) == [0, 1, 2]
+        assert redis.client().hlen("unacked") == 0
+    finally:
+        conn.release()
+
+
+def test_a_redis_that_refuses_scripts_still_serves_with_a_warning(tmp_path, caplog):
+    server = RedisServer(tmp_path / "noeval")
+    server.start_args = ["--rename-command", "EVAL", ""]  # as on a managed Redis with scripting disabled
+    server.start()
+    try:
+        queue = Queue("jobs")
+        publish(server.url, queue, [({"n": n}, 0) for n in range(3)])
+        with caplog.at_level(logging.WARNING, logger="worker.broker.fetch"):
+            conn, got = consume(server.url, queue, 3)
+        try:
+            assert sorted(body["n"] for body, _ in got) == [0, 1, 2]
+            assert "Redis refused the atomic fetch" in caplog.text
+            for _, message in got:
+                message.ack()
+            assert server.client().hlen("unacked") == 0
+        finally:
+            conn.release()
+    finally:
+        server.stop()
