@@ -7,8 +7,10 @@ message, so a worker SIGKILLed there, or a connection that fails there, loses th
 No Redis command both blocks on several lists and records what it pops, and a Lua script cannot block. So this channel
 fetches the way Sidekiq's reliable fetch does:
 - A script pops the first non-empty list in priority order and records the message in the same step.
-- When every list is empty, the channel waits a short interval (``idle_poll_interval``), then asks again. The wait is a
-  blocking pop on a key nobody writes, so it happens on the server and fits kombu's event loop unchanged.
+- When every list is empty, the channel waits a short interval (``idle_poll_interval``), then asks again. In a
+  worker's event loop a repeating timer ends the wait; Redis's own blocking timeouts would not do, since they resolve
+  only at the server's ``hz`` (every 100 ms by default). Without an event loop the wait is a blocking pop on a key
+  nobody writes.
 
 A message is therefore always in exactly one place in Redis: its queue list, or the unacked hash. If its worker dies,
 kombu's sweep restores it after the visibility timeout. Three details:
@@ -110,6 +112,25 @@ class FetchedQoS(kombu_redis.QoS):
         super().append(message, delivery_tag)
 
 
+class TickingTransport:
+    """Mixin for kombu's Redis transports: wake the event loop every ``idle_poll_interval``, so that an idle channel
+    asks again on time (kombu's hub polls for up to a second when no timer is due)."""
+
+    ticks_idle_channels = False
+
+    def register_with_event_loop(self, connection, loop):
+        super().register_with_event_loop(connection, loop)
+        options = self.client.transport_options or {}
+        loop.call_repeatedly(float(options.get("idle_poll_interval", AtomicFetch.idle_poll_interval)),
+                             self._end_idle_waits)
+        self.ticks_idle_channels = True
+
+    def _end_idle_waits(self) -> None:
+        """The loop's ``on_tick`` runs right after its timers, and starts the next fetch of every channel let go."""
+        for channel in self.channels:
+            channel._idle = False
+
+
 class AtomicFetch:
     """Mixin for kombu's Redis channels (plain and Sentinel); the QoS must be a ``FetchedQoS``."""
 
@@ -148,6 +169,8 @@ class AtomicFetch:
             self._awaiting = None
             return super()._brpop_start(timeout)
         self._return_unread_claims()
+        if self._idle and getattr(self.connection, "ticks_idle_channels", False):
+            return None  # the event loop's timer lets the channel go
         if self._idle:
             self._awaiting = "idle"
             return self._send("BLPOP", self._key(IDLE_KEY), f"{self.idle_poll_interval:.3f}")

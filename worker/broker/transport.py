@@ -29,7 +29,7 @@ from kombu.transport import virtual
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.broker.fetch import AtomicFetch, FetchedQoS
+from worker.broker.fetch import AtomicFetch, FetchedQoS, TickingTransport
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Channel(_Hardened, AtomicFetch, kombu_redis.Channel):
     pass
 
 
-class Transport(kombu_redis.Transport):
+class Transport(TickingTransport, kombu_redis.Transport):
     Channel = Channel
 
 
@@ -82,5 +82,5 @@ class SentinelChannel(_Hardened, AtomicFetch, kombu_redis.SentinelChannel):
     from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options, "idle_poll_interval")
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):
+class SentinelTransport(TickingTransport, kombu_redis.SentinelTransport):
     Channel = SentinelChannel
