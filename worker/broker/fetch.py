@@ -19,8 +19,9 @@ kombu's sweep restores it after the visibility timeout. Three details:
   of its queue at once, instead of after the visibility timeout.
 - **No-ack consumers.** Celery's reply queues are consumed without acknowledgements and keep kombu's plain BRPOP.
   Recording their messages would make the sweep deliver them again.
-- **Refused scripts.** A Redis that refuses scripts (a full ``noeviction`` server, scripting disabled) gets BRPOP for a
-  while, with a warning. Consuming is what frees such a server.
+- **Refused scripts.** A server that refuses the script (scripting disabled, a Redis-compatible server without Lua)
+  gets BRPOP for a while, with a warning, rather than a worker that takes nothing. (Redis 7 runs it on a full
+  ``noeviction`` server: moving a message frees about as much as it takes.)
 """
 
 from __future__ import annotations
