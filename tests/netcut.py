@@ -3,9 +3,8 @@
 Some windows cannot be hit by stopping a server: Redis answers a command and the network fails before the client's
 next one. ``cut_after(marker)`` forwards the first server reply that contains ``marker`` (or, with ``forward=False``,
 drops it), then closes every connection and refuses new ones for a while; the server itself never notices.
-``hold(marker)`` never delivers that reply and
-leaves the connection open: the client waits on an answer the server already gave, for as long as a test needs to
-kill it there. Other bytes pass through unchanged.
+``hold(marker)`` never delivers that reply and leaves the connection open: the client waits on an answer the server
+already gave, for as long as a test needs to kill it there. Other bytes pass through unchanged.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 #: KEYS: unacked hash, unacked index, claim to write, claim to clear, then the queue lists in serving order.
 #: ARGV: now (seconds since the epoch, as kombu scores the index), claim lifetime (seconds).
 #: The unacked record is kombu's own ``[payload, exchange, routing_key]``, built around the item's exact bytes. The
-#: pop comes last: a Redis error stops a script without undoing what it did, and a write refused (a full ``noeviction``
-#: server) must leave the message in its list, not popped and unrecorded.
+#: pop comes last: a Redis error stops a script without undoing what it already did, so a write that fails must leave
+#: the message in its list, not popped and unrecorded.
 FETCH_SCRIPT = """
 redis.call('DEL', KEYS[4])
 for i = 5, #KEYS do
