@@ -5,8 +5,9 @@ OpenAPI document come from the same models as the worker's, with no second descr
 
 Errors always have the contract's shape, ``{"code", "message", "field"}``: 422 for a body that does not validate (the
 field is named), 400 for a job the worker refused (bad text, unknown voice...), 401 without a valid token, 404 for an
-unknown job or book, 409 for audio not ready yet, 413 for a body over the limit (refused before it is parsed), 503
-with ``Retry-After`` when the queue is full, 504 when a job ran past its time limit.
+unknown job or book, 409 for audio not ready yet, 413 for a body over the limit (refused before it is parsed), 429 with
+``Retry-After`` for a token over its rate, 503 with ``Retry-After`` when the queue is full, 504 when a job ran past its
+time limit.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from gateway.limits import BodyLimit
 from gateway.metrics import RequestMetrics
 from gateway.models import ErrorBody
 from gateway.routes import open_routes, routes
-from gateway.security import BearerAuth, check_configuration
+from gateway.security import BearerAuth, RateLimit, check_configuration
 from gateway.service import GatewayService
 from worker.settings import Settings
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 503)}
 
 
 def create_app(settings: Settings, service: GatewayService) -> FastAPI:
@@ -34,6 +35,7 @@ def create_app(settings: Settings, service: GatewayService) -> FastAPI:
     app = FastAPI(title="f5-batch gateway", version="1", description=__doc__, responses=ERRORS)
     app.state.service = service
     app.state.auth = BearerAuth(tokens, gateway.open)
+    app.state.rate_limit = RateLimit(gateway.rate_per_s, gateway.rate_burst)
     errors.install(app)
     app.include_router(routes)
     app.include_router(open_routes)

@@ -36,15 +36,26 @@ def validation_error(exc: RequestValidationError | ValidationError, rename: dict
     return ApiError(422, "invalid_job", summary, field)
 
 
+# Failures that are not the caller's: their messages name buckets, keys and endpoints, which are the operator's, not
+# the API client's. The client gets the code and the task id to quote; the detail stays in the dead letter and logs.
+INTERNAL_CODES = ("internal_error", "retries_exhausted", "worker_lost")
+
+
 def job_failure(result: AsyncResult) -> ErrorBody:
-    """The structured error of a failed job, as the worker raised it."""
+    """The structured error of a failed job, as the worker raised it (internal detail withheld)."""
     error = result.result
     if isinstance(error, BadInputError):
-        return ErrorBody(code=error.code, message=error.message, field=error.field)
-    args = getattr(error, "args", ())
-    if len(args) == 3 and all(isinstance(a, str) or a is None for a in args):  # a BadInputError, rebuilt by name
-        return ErrorBody(code=args[0], message=args[1], field=args[2])
-    return ErrorBody(code="internal_error", message=f"{type(error).__name__}: {error}")
+        body = ErrorBody(code=error.code, message=error.message, field=error.field)
+    else:
+        args = getattr(error, "args", ())
+        if len(args) == 3 and all(isinstance(a, str) or a is None for a in args):  # a BadInputError, by name
+            body = ErrorBody(code=args[0], message=args[1], field=args[2])
+        else:
+            body = ErrorBody(code="internal_error", message=f"{type(error).__name__}: {error}")
+    if body.code in INTERNAL_CODES:
+        return ErrorBody(code=body.code, message=f"the job failed on the worker's side ({body.code}); the operator "
+                         f"can look it up by its task id, {result.id}", field=None)
+    return body
 
 
 def status_for(code: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from celery.result import AsyncResult
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -42,8 +43,9 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(
     auto_error=False, description="A token from F5_GATEWAY_TOKENS."))]
 
 
-def token(request: Request, credentials: Credentials) -> None:
-    request.app.state.auth.check(credentials)
+async def token(request: Request, credentials: Credentials) -> None:
+    """A valid token, within its rate. (Async: no server thread is spent on it.)"""
+    request.app.state.rate_limit.take(request.app.state.auth.check(credentials))
 
 
 open_routes = APIRouter()
@@ -74,26 +76,31 @@ def _tts_job(svc: GatewayService, body: TTSRequest) -> Job:
 
 @routes.post("/tts", response_class=Response, responses={200: WAV, 202: {"model": JobAccepted}, 504: {
     "model": ErrorBody}})
-def tts(body: TTSRequest, svc: Service) -> Response:
+async def tts(body: TTSRequest, svc: Service) -> Response:
     """Speak ``gen_text`` in a voice and return the WAV: one job at the highest priority, so that it does not wait
-    behind books. Not done within ``F5_GATEWAY_TTS_TIMEOUT``: 202 with the job's URLs."""
-    _room(svc)
-    sent = svc.send(_tts_job(svc, body), PRIORITY_INTERACTIVE)
-    result = AsyncResult(sent.id, app=svc.app)
-    try:
-        result.get(timeout=svc.settings.gateway.tts_timeout_s, propagate=False, interval=0.05)
-    except TimeoutError:
+    behind books. Not done within ``F5_GATEWAY_TTS_TIMEOUT`` (a busy queue, a worker still warming up, no worker at
+    all): 202 with the job's URLs, and ``Location`` to follow until its audio is there."""
+
+    def send() -> Sent:
+        _room(svc)
+        return svc.send(_tts_job(svc, body), PRIORITY_INTERACTIVE)
+
+    sent = await anyio.to_thread.run_sync(send)
+    result = await svc.finished(sent.id, svc.settings.gateway.tts_timeout_s)
+    if result is None:
         return JSONResponse(_accepted(sent).model_dump(), 202, headers={"Location": f"/v1/jobs/{sent.id}"})
     if result.state != "SUCCESS":
         error = job_failure(result)
         raise ApiError(status_for(error.code), error.code, error.message, TTS_FIELDS.get(error.field or "",
                                                                                       error.field))
-    return Response(svc.storage.get(result.result["key"]), media_type="audio/wav")
+    audio = await anyio.to_thread.run_sync(svc.storage.get, result.result["key"])
+    return Response(audio, media_type="audio/wav")
 
 
 @routes.post("/v1/jobs", status_code=202, response_model=JobAccepted)
 def submit(job: Job, svc: Service) -> JSONResponse:
-    """Queue one contract job; its id, status and audio URLs come back at once."""
+    """Queue one contract job; its id, status and audio URLs come back at once. Its ``output.key``, if it names one,
+    lies under the gateway's namespace (``F5_GATEWAY_KEY_PREFIX``, ``api/`` by default)."""
     _room(svc)
     sent = _accepted(svc.send(job, PRIORITY_JOBS))
     return JSONResponse(sent.model_dump(), 202, headers={"Location": sent.status_url})
@@ -103,6 +110,8 @@ def submit(job: Job, svc: Service) -> JSONResponse:
 def submit_many(body: BatchRequest, svc: Service) -> BatchAccepted:
     """Queue many contract jobs, each its own task (its own id, status and audio)."""
     _room(svc)
+    for job in body.jobs:  # all or nothing: refuse the batch before any of it is sent
+        svc.check_key(job)
     return BatchAccepted(jobs=[_accepted(svc.send(job, PRIORITY_JOBS)) for job in body.jobs])
 
 
@@ -138,9 +147,11 @@ def job_audio(job_id: str, svc: Service) -> Response:
     if result.state != "SUCCESS":
         raise ApiError(409, "not_ready", f"the job is {STATES.get(result.state, 'queued')}")
     key = result.result["key"]
-    if svc.settings.gateway.audio_redirect and hasattr(svc.storage, "presigned_url"):
-        return RedirectResponse(svc.storage.presigned_url(key), 307)
     info = svc.storage.head(key)
+    if info is None:
+        raise ApiError(404, "audio_gone", f"the audio at {key!r} is no longer in storage")
+    if svc.settings.gateway.audio_redirect and svc.presigner is not None:
+        return RedirectResponse(svc.presigner.presigned_url(key), 307)
     try:
         blocks = svc.storage.open(key)
     except ObjectNotFound:
@@ -170,16 +181,17 @@ def metrics() -> Response:
 
 
 @open_routes.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
     """The gateway process answers (no token: for probes; it tells nothing else)."""
     return Health(ok=True)
 
 
 @open_routes.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(svc: Service) -> JSONResponse:
-    """The broker is reachable and at least one worker answers (no token: for load balancers)."""
-    broker = svc.broker_ok()
-    workers = svc.workers() if broker else 0
+async def readyz(svc: Service) -> JSONResponse:
+    """The broker is reachable and at least one worker answers (no token: for load balancers). Both are read at most
+    every two seconds, whatever the rate of probes."""
+    broker = await anyio.to_thread.run_sync(svc.broker_ok)
+    workers = await anyio.to_thread.run_sync(svc.workers) if broker else 0
     reasons = ([] if broker else ["the broker cannot be reached"]) + ([] if workers or not broker
                                                                       else ["no worker answers"])
     health = Health(ok=not reasons, broker=broker, workers=workers, reasons=reasons)

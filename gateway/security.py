@@ -7,6 +7,8 @@ an open gateway can spend anyone's GPUs and read any job's audio.
 from __future__ import annotations
 
 import hmac
+import threading
+import time
 
 from fastapi import HTTPException
 from fastapi.security import HTTPAuthorizationCredentials
@@ -29,13 +31,41 @@ class BearerAuth:
         self.tokens = tuple(token.encode() for token in tokens)
         self.open = open_
 
-    def check(self, credentials: HTTPAuthorizationCredentials | None) -> None:
+    def check(self, credentials: HTTPAuthorizationCredentials | None) -> int:
+        """The index of the token the request carries (-1 for an open gateway), or a 401."""
         if self.open and not self.tokens:
-            return
+            return -1
         given = credentials.credentials.encode() if credentials else b""
-        matched = False
-        for token in self.tokens:  # every token is compared, so the time does not tell which one was close
-            matched |= hmac.compare_digest(given, token)
-        if not matched:
+        matched = -1
+        for index, token in enumerate(self.tokens):  # every token is compared: the time does not tell which was close
+            if hmac.compare_digest(given, token):
+                matched = index
+        if matched < 0:
             raise HTTPException(401, {"code": "unauthorized", "message": "a valid bearer token is required",
                                       "field": None}, headers={"WWW-Authenticate": "Bearer"})
+        return matched
+
+
+class RateLimit:
+    """A token bucket per bearer token: ``rate`` requests a second on average, ``burst`` at once. One client cannot
+    take the gateway (and the GPUs behind it) from the others. Per gateway process; 0 turns it off."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[int, tuple[float, float]] = {}  # token -> (tokens left, when)
+        self._lock = threading.Lock()
+
+    def take(self, token: int) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = self.clock()
+            left, then = self._buckets.get(token, (float(self.burst), now))
+            left = min(float(self.burst), left + (now - then) * self.rate)
+            if left < 1.0:
+                self._buckets[token] = (left, now)
+                wait = max(1, round((1.0 - left) / self.rate + 0.5))
+                raise HTTPException(429, {"code": "rate_limited", "field": None, "message": (
+                    f"this token is over {self.rate:g} requests a second (burst {self.burst}); retry in {wait} s")},
+                    headers={"Retry-After": str(wait)})
+            self._buckets[token] = (left - 1.0, now)

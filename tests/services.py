@@ -7,6 +7,7 @@ is a mock: the worker is ``celery -A worker worker`` as an operator would start 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -45,6 +46,14 @@ def pop_one(client, queue: str) -> bytes | None:
         if item is not None:
             return item
     return None
+
+
+def letters_by_job_id(client) -> dict[str, dict]:
+    """The dead letters in Redis, by the job id each shows (they are filed by the job's identity)."""
+    from worker.constants import FAILED_JOBS_KEY
+
+    letters = sorted((json.loads(value) for value in client.hvals(FAILED_JOBS_KEY)), key=lambda item: item["at"])
+    return {letter["job_id"]: letter for letter in letters}
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:

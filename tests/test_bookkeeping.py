@@ -25,8 +25,8 @@ from worker.storage.s3 import S3Storage
 
 
 def _letter(job_id: str, at: float) -> DeadLetter:
-    return DeadLetter(job_id=job_id, key=None, task_id=None, task="f5tts.synthesize", code="bad_text",
-                      message="x", field="text", retries=0, at=at)
+    return DeadLetter(identity=f"id-{job_id}", job_id=job_id, key=None, task_id=None, task="f5tts.synthesize",
+                      code="bad_text", message="x", field="text", retries=0, at=at)
 
 
 def test_dead_letters_expire_under_noeviction(redis_server):
@@ -36,7 +36,7 @@ def test_dead_letters_expire_under_noeviction(redis_server):
     letters.ttl_s = 3600
     letters.record([_letter("old-1", time.time() - 7200), _letter("old-2", time.time() - 3601)])
     letters.record([_letter("fresh", time.time())])
-    assert set(letters.all()) == {"fresh"}  # the stale ones were dropped by the next write
+    assert set(letters.all()) == {"id-fresh"}  # the stale ones were dropped by the next write
     assert 0 < client.ttl(FAILED_JOBS_KEY) <= 3600 and 0 < client.ttl(FAILED_JOBS_INDEX_KEY) <= 3600
     client.delete(FAILED_JOBS_KEY, FAILED_JOBS_INDEX_KEY)
 
@@ -103,12 +103,25 @@ def test_a_key_that_s3_refuses_is_bad_input_not_a_retry(refusing_s3, monkeypatch
 def test_the_skip_check_keys_on_the_models_files_and_the_precision_not_its_name():
     job = Job.model_validate({"text": "Hola.", "voice": {"ref_audio": "voices/a.wav", "ref_text": REF_TEXT},
                               "params": {"seed": 1}})
-    base = job.job_hash("fingerprint-of-checkpoint-a", "bf16")
-    assert job.job_hash("fingerprint-of-checkpoint-a", "bf16") == base
-    assert job.job_hash("fingerprint-of-checkpoint-b", "bf16") != base  # same preset name, another checkpoint
-    assert job.job_hash("fingerprint-of-checkpoint-a", "fp32") != base
+    clip = "a" * 64
+    base = job.job_hash("fingerprint-of-checkpoint-a", "bf16", clip)
+    assert job.job_hash("fingerprint-of-checkpoint-a", "bf16", clip) == base
+    assert job.job_hash("fingerprint-of-checkpoint-b", "bf16", clip) != base  # same preset name, another checkpoint
+    assert job.job_hash("fingerprint-of-checkpoint-a", "fp32", clip) != base
+    assert job.job_hash("fingerprint-of-checkpoint-a", "bf16", "b" * 64) != base  # the voice re-recorded, same name
     reseeded = Job.model_validate({**json.loads(job.model_dump_json()), "params": {"seed": 2}})
-    assert reseeded.job_hash("fingerprint-of-checkpoint-a", "bf16") != base
+    assert reseeded.job_hash("fingerprint-of-checkpoint-a", "bf16", clip) != base
+
+
+def test_bookkeeping_never_mixes_two_jobs_a_caller_named_alike():
+    voice = {"ref_audio": "voices/a.wav", "ref_text": REF_TEXT}
+    one = Job.model_validate({"job_id": "1", "text": "Hola.", "voice": voice, "output": {"key": "api/a.wav"}})
+    other = Job.model_validate({"job_id": "1", "text": "Adiós.", "voice": voice, "output": {"key": "api/b.wav"}})
+    same_text_other_key = Job.model_validate({"job_id": "1", "text": "Hola.", "voice": voice,
+                                              "output": {"key": "api/c.wav"}})
+    identities = {one.identity(), other.identity(), same_text_other_key.identity()}
+    assert len(identities) == 3
+    assert one.task_id() != same_text_other_key.task_id(), "jobs differing only in their key share no task id"
 
 
 def test_the_fingerprint_follows_the_checkpoints_bytes(engine_settings, tmp_path):

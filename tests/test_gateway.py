@@ -57,7 +57,7 @@ def test_a_job_posted_to_v1_jobs_completes_and_its_audio_streams_back_byte_ident
     _, gateway, _ = stack
     job = {"job_id": "gw-jobs-1", "text": "Una frase enviada por HTTP.",
            "voice": {"ref_audio": "voices/narrador.wav", "ref_text": REF_TEXT},
-           "output": {"key": "http/one.wav"}, "params": {"nfe_step": 8, "seed": 3}}
+           "output": {"key": "api/http/one.wav"}, "params": {"nfe_step": 8, "seed": 3}}
     accepted = requests.post(f"{gateway.url}/v1/jobs", json=job, headers=AUTH, timeout=30)
     assert accepted.status_code == 202, accepted.text
     body = accepted.json()
@@ -69,9 +69,9 @@ def test_a_job_posted_to_v1_jobs_completes_and_its_audio_streams_back_byte_ident
 
     wait_until(done, 180, "the job to succeed", interval=0.2)
     status = requests.get(f"{gateway.url}{body['status_url']}", headers=AUTH, timeout=10).json()
-    assert status["result"]["key"] == "http/one.wav" and status["error"] is None
+    assert status["result"]["key"] == "api/http/one.wav" and status["error"] is None
     audio = requests.get(f"{gateway.url}{body['audio_url']}", headers=AUTH, timeout=30)
-    assert audio.status_code == 200 and audio.content == _s3_bytes(s3_server, "http/one.wav")
+    assert audio.status_code == 200 and audio.content == _s3_bytes(s3_server, "api/http/one.wav")
     assert status["result"]["sha256"] and status["result"]["bytes"] == len(audio.content)
 
 
@@ -155,3 +155,73 @@ def test_the_gateway_refuses_to_start_without_a_token(redis_server, tmp_path):
     done = subprocess.run([str(Path(sys.executable).with_name("f5-batch")), "serve", "--port", "1"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "F5_GATEWAY_TOKENS" in done.stderr and "F5_GATEWAY_OPEN" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def edge(redis_server, s3_server, prepared_random_weights, service_dir, ref_wav_path):
+    """A gateway in front of a queue no worker serves yet: a fresh deployment with exactly one voice and no
+    F5_DEFAULT_VOICE, a short /tts timeout, a tight rate limit, and audio redirects signed for a public endpoint."""
+    bucket = s3_server.create_bucket("f5-gateway-edge")
+    env = worker_env(redis_server.url, f"s3://{bucket}/edge", prepared_random_weights, s3_server.endpoint,
+                     F5_QUEUE=own_queue("edge"), F5_GATEWAY_TOKENS=TOKEN, F5_GATEWAY_TTS_TIMEOUT="3",
+                     F5_GATEWAY_RATE="5", F5_GATEWAY_BURST="40", F5_GATEWAY_AUDIO_REDIRECT="true",
+                     F5_GATEWAY_PUBLIC_S3_ENDPOINT="http://audio.example.org:9000")
+    env.pop("F5_DEFAULT_VOICE", None)
+    assert cli(env, "voice", "add", "solista", str(ref_wav_path), "--text", REF_TEXT).returncode == 0
+    gateway = GatewayProcess(env, service_dir / "logs").start()
+    yield env, gateway, bucket
+    gateway.stop()
+
+
+def test_tts_with_no_worker_answers_202_with_a_location_that_leads_to_the_audio(edge, s3_server, service_dir):
+    """The seed's own body, on a fresh deployment: no voice named, none configured, one voice in storage."""
+    env, gateway, bucket = edge
+    answer = requests.post(f"{gateway.url}/tts", json=SEED_BODY, headers=AUTH, timeout=60)
+    assert answer.status_code == 202, answer.text
+    location = answer.headers["location"]
+    assert location == answer.json()["status_url"]
+    assert requests.get(f"{gateway.url}{location}", headers=AUTH, timeout=10).json()["state"] == "queued"
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=2).start()
+    try:
+        wait_until(lambda: requests.get(f"{gateway.url}{location}", headers=AUTH, timeout=10).json()["state"]
+                   == "succeeded", 180, "the /tts job to finish once a worker started", interval=0.5)
+    finally:
+        worker.stop()
+    status = requests.get(f"{gateway.url}{location}", headers=AUTH, timeout=10).json()
+    redirect = requests.get(f"{gateway.url}{status['audio_url']}", headers=AUTH, timeout=10, allow_redirects=False)
+    assert redirect.status_code == 307
+    assert redirect.headers["location"].startswith("http://audio.example.org:9000/"), "signed for clients, not us"
+    key = f"edge/{status['result']['key']}"
+    audio = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert sf.info(io.BytesIO(audio)).samplerate == 24000
+    s3_server.client().delete_object(Bucket=bucket, Key=key)
+    gone = requests.get(f"{gateway.url}{status['audio_url']}", headers=AUTH, timeout=10, allow_redirects=False)
+    assert gone.status_code == 404 and gone.json()["code"] == "audio_gone", "no redirect to a missing object"
+
+
+def test_a_gateway_client_cannot_write_a_books_keys(edge, s3_server):
+    _, gateway, bucket = edge
+    job = {"text": "Sobrescribo un libro.", "voice": {"ref_audio": "voices/solista.wav", "ref_text": REF_TEXT}}
+    for key in ("books/quijote/001/00001.wav", "voices/solista.wav", "chapters/001.wav"):
+        refused = requests.post(f"{gateway.url}/v1/jobs", json={**job, "output": {"key": key}}, headers=AUTH,
+                                timeout=10)
+        assert refused.status_code in (400, 422), refused.text  # 422: the contract itself refuses voices/
+        assert "bad_key" in refused.text and refused.json()["field"] == "output.key"
+    batch = requests.post(f"{gateway.url}/v1/jobs:batch", headers=AUTH, timeout=10, json={"jobs": [
+        {**job, "output": {"key": "api/fine.wav"}}, {**job, "output": {"key": "books/q/001/00002.wav"}}]})
+    assert batch.status_code == 400, "a batch is refused whole, before any of it is sent"
+    accepted = requests.post(f"{gateway.url}/v1/jobs", json={**job, "output": {"key": "api/mine.wav"}},
+                             headers=AUTH, timeout=10)
+    assert accepted.status_code == 202
+    again = requests.post(f"{gateway.url}/v1/jobs", json={**job, "output": {"key": "api/mine.wav"}},
+                          headers=AUTH, timeout=10)
+    assert again.json()["id"] != accepted.json()["id"], "every send is a run of its own, with its own state"
+
+
+def test_a_token_over_its_rate_gets_429_with_retry_after(edge):
+    _, gateway, _ = edge
+    answers = [requests.get(f"{gateway.url}/v1/jobs/none", headers=AUTH, timeout=10) for _ in range(60)]
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, [a.status_code for a in answers]
+    assert limited[0].json()["code"] == "rate_limited" and int(limited[0].headers["retry-after"]) >= 1
+    assert requests.get(f"{gateway.url}/healthz", timeout=10).status_code == 200  # probes are not limited

@@ -4,14 +4,13 @@ the worker stays up, and the next good job works. Valid-but-unusual audio (stere
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from tests.conftest import BUCKET, PREFIX, REF_TEXT, VOICE_KEY, plain_celery
-from worker.constants import FAILED_JOBS_KEY
+from tests.services import letters_by_job_id
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -146,7 +145,7 @@ def test_hostile_input_table(s3_worker, redis_server, s3_server, ref_wav_bytes):
         if result.retries not in (0, None):
             failures.append((index, list(overrides), f"retried {result.retries} times"))
     assert not failures, "\n".join(map(str, failures))
-    letters = {k.decode(): json.loads(v) for k, v in redis_server.client().hgetall(FAILED_JOBS_KEY).items()}
+    letters = letters_by_job_id(redis_server.client())
     failing = [i for i, (_, expected, _) in enumerate(CASES) if expected != "ok"]
     claimed = [i for i in failing if "job_id" not in CASES[i][0]]
     assert all(letters[f"hostile-{i:02d}"]["retries"] == 0 for i in claimed)
@@ -156,7 +155,7 @@ def test_hostile_input_table(s3_worker, redis_server, s3_server, ref_wav_bytes):
     with pytest.raises(Exception, match="characters × NFE steps"):
         batch.get(timeout=120)
     assert batch.state == "FAILURE" and (batch.retries or 0) == 0
-    letters = {k.decode(): json.loads(v) for k, v in redis_server.client().hgetall(FAILED_JOBS_KEY).items()}
+    letters = letters_by_job_id(redis_server.client())
     assert {letters[f"hostile-{60 + i:02d}"]["code"] for i in range(64)} == {"invalid_job"}
     assert not any(k.startswith(f"{PREFIX}/hostile/6") for k in _listed(s3))
     good = client.send_task("f5tts.synthesize", kwargs={"job": _job(99)}, queue="f5tts").get(timeout=120)

@@ -49,23 +49,30 @@ def _scheduler(clock, budget=8 * 1024, max_batch=8, wait=0.05):
                          clock)
 
 
-def test_jobs_arriving_one_by_one_share_a_full_pass(clock):
+def test_jobs_handed_over_together_share_a_full_pass(clock):
     scheduler = _scheduler(clock)
     for i in range(8):
         scheduler.add(_ticket(i, 900, clock=clock))
-        if i < 7:
-            assert isinstance(scheduler.next_pass(), float), "a part-full pass waits for companions"
+        if i < 7:  # the rest of the batch is still being prepared
+            assert isinstance(scheduler.next_pass(preparing=7 - i), float), "a part-full pass waits for companions"
     chosen = scheduler.next_pass()
     assert isinstance(chosen, Pass) and chosen.plan.size == 8 and len(chosen.tickets) == 8
+
+
+def test_a_lone_job_starts_at_once_when_nothing_else_is_on_its_way(clock):
+    scheduler = _scheduler(clock)
+    scheduler.add(_ticket(1, 900, clock=clock))
+    chosen = scheduler.next_pass(preparing=0)
+    assert isinstance(chosen, Pass) and chosen.plan.size == 1
 
 
 def test_a_part_full_pass_leaves_when_its_oldest_job_has_waited_enough(clock):
     scheduler = _scheduler(clock)
     scheduler.add(_ticket(1, 900, clock=clock))
-    wait = scheduler.next_pass()
+    wait = scheduler.next_pass(preparing=3)
     assert wait == pytest.approx(0.05)
     clock.now += 0.05
-    chosen = scheduler.next_pass()
+    chosen = scheduler.next_pass(preparing=3)
     assert isinstance(chosen, Pass) and chosen.plan.size == 1
 
 
@@ -83,7 +90,7 @@ def test_a_job_that_must_run_alone_never_shares_its_pass(clock):
     scheduler.add(_ticket(1, 900, clock=clock))
     scheduler.add(_ticket(2, 900, clock=clock, alone=True))
     scheduler.add(_ticket(3, 900, clock=clock))
-    chosen = scheduler.next_pass()
+    chosen = scheduler.next_pass(preparing=2)
     assert [t.id for t in chosen.tickets] == [2]  # ready at once: a suspect does not wait for anyone
 
 
@@ -143,3 +150,31 @@ def test_cancelled_jobs_leave_the_pool_and_stop_their_pass(clock):
     scheduler.cancel(2)
     assert stop()
     assert scheduler.next_pass() is None and {t.id for t in scheduler.finished()} == {1, 2}
+
+
+def test_waiting_books_age_until_they_go_before_newer_interactive_work(clock):
+    scheduler = _scheduler(clock, wait=0.0)
+    scheduler.add(_ticket(1, 400, clock=clock, priority=6))  # a book chunk
+    clock.now += 70  # it has waited seven age steps: now as urgent as anything new
+    scheduler.add(_ticket(2, 900, clock=clock, priority=0))
+    assert [t.id for t in scheduler.next_pass().tickets] == [1]
+
+
+def test_book_passes_shrink_to_the_interactive_target_while_interactive_work_is_about(clock):
+    scheduler = PassScheduler(PlannerConfig(frame_budget=64 * 1024, max_batch=64, frame_buckets=(512, 1024)), 0.0,
+                              clock, interactive_target_s=0.25)
+    for i in range(16):
+        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
+    first = scheduler.next_pass()
+    assert first.plan.size == 16, "no interactive work seen yet: a full pass"
+    scheduler.observe(first, 1.6)  # 0.1 s per row at this length
+    scheduler.complete(first, ["w"] * 16, 1.6)
+    scheduler.add(_ticket(99, 900, clock=clock, priority=0))
+    interactive = scheduler.next_pass()
+    assert [t.id for t in interactive.tickets] == [99]
+    for i in range(100, 116):
+        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
+    bounded = scheduler.next_pass()
+    assert bounded.plan.size == 2, "0.25 s at 0.1 s a row"
+    clock.now += 31  # the interactive window has passed: full passes again
+    assert scheduler.next_pass().plan.size == 14

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import BUCKET, PREFIX, REF_TEXT, VOICE_KEY, job, plain_celery
-from worker.constants import FAILED_JOBS_KEY
+from tests.services import letters_by_job_id
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -98,7 +98,7 @@ def test_malformed_job_fails_alone_without_retry_and_the_next_job_works(s3_worke
         result.get(timeout=120)
     assert "params.nfe_step" in str(caught.value) and "128" in str(caught.value)
     assert result.state == "FAILURE" and result.retries in (0, None)
-    letter = json.loads(redis_server.client().hget(FAILED_JOBS_KEY, "bad-nfe"))
+    letter = letters_by_job_id(redis_server.client())["bad-nfe"]
     assert letter["code"] == "invalid_job" and letter["field"] == "params.nfe_step" and letter["retries"] == 0
     good = client.send_task("f5tts.synthesize", kwargs={"job": job("Esta sí.", "bad/after.wav")}, queue="f5tts")
     assert good.get(timeout=120)["key"] == "bad/after.wav"

@@ -22,6 +22,8 @@ FAILED_JOBS_KEY = "f5tts:failed"
 FAILED_JOBS_INDEX_KEY = "f5tts:failed:at"
 # Per job: how many of its runs ended with the engine process holding it dead (see worker.runtime.deliveries).
 LOST_RUNS_KEY_PREFIX = "f5tts:lost:"
+# Per job: it overran its time limit while sharing passes, so its next run is alone (see worker.runtime.deliveries).
+RUN_ALONE_KEY_PREFIX = "f5tts:alone:"
 
 # Redis priorities (0 is served first). Interactive requests (the gateway's /tts) go first; books wait behind them.
 PRIORITY_INTERACTIVE = 0
@@ -46,3 +48,4 @@ META_PARAMS_HASH = "f5-params-hash"
 META_SHA256 = "f5-sha256"
 META_DURATION = "f5-duration-s"
 META_PRECISION = "f5-precision"
+META_REF_SHA256 = "f5-ref-sha256"

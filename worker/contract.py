@@ -86,6 +86,10 @@ class VoiceSpec(_Strict):
     preprocess: bool = Field(
         True, description="Clip to 12 s at a silence and trim the edges, as upstream does. false: use it as given."
     )
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the clip's bytes as the sender saw them. Set: the audio's identity follows the clip's "
+                    "bytes, not its name, and a job finds a different clip under ref_audio refused (voice_changed).")
 
     @field_validator("ref_audio")
     @classmethod
@@ -147,13 +151,15 @@ class Job(_Strict):
         """Hash of everything that shapes the audio except the model; stable across processes and languages."""
         params = self.params.model_dump()
         params["seed"] = self.params.seed
-        payload = {
+        payload: dict[str, Any] = {
             "text": self.text,
             "ref_audio": self.voice.ref_audio,
             "ref_text": self.voice.ref_text,
             "preprocess": self.voice.preprocess,
             "params": params,
         }
+        if self.voice.sha256 is not None:  # only when given, so that the hashes of jobs without it stay as they were
+            payload["ref_sha256"] = self.voice.sha256
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -169,15 +175,23 @@ class Job(_Strict):
     def resolved_key(self) -> str:
         return self.output.key or derived_output_key(self.content_hash())
 
-    def job_hash(self, model_fingerprint: str, precision: str) -> str:
+    def job_hash(self, model_fingerprint: str, precision: str, clip_sha256: str) -> str:
         """What a stored object is compared against to decide whether a re-run can be skipped: everything that
-        determines the audio (the content, the seed, the model's files by digest, the precision it ran at)."""
-        identity = f"{self.content_hash()}|{model_fingerprint}|{precision}|{self.resolved_seed()}"
+        determines the audio (the content, which fixes the seed; the reference clip by its bytes, whatever its name;
+        the model's files by digest; the precision it ran at)."""
+        identity = f"{self.content_hash()}|{model_fingerprint}|{precision}|{clip_sha256}"
         return hashlib.sha256(identity.encode()).hexdigest()
 
+    def identity(self) -> str:
+        """One output of one content: what bookkeeping is keyed by (dead letters, lost-run counts). Two unrelated
+        jobs that a caller named alike, or the same text sent to two keys, never share an entry."""
+        return hashlib.sha256(f"{self.resolved_key()}\n{self.content_hash()}".encode()).hexdigest()[:32]
+
     def task_id(self) -> str:
-        """The Celery task id a single job is sent under: the same job gets the same id from any client."""
-        return f"{self.resolved_job_id()}.{self.content_hash()[:12]}"
+        """The Celery task id a single job is first sent under: the same job (content and output key) gets the same
+        id from any client. Sending it again (``resume``, the gateway) uses a fresh id, so that no stale state of an
+        earlier run (a FAILURE, a revocation) answers for the new one."""
+        return f"{self.resolved_job_id()}.{self.identity()[:12]}"
 
     def params_hash(self) -> str:
         canonical = json.dumps(self.params.model_dump(), sort_keys=True, separators=(",", ":"))

@@ -35,6 +35,11 @@ class TransientError(RuntimeError):
     """A fault outside the job (storage down, broker blip) that a retry is expected to clear."""
 
 
+class SharedTimeLimitError(TransientError):
+    """The job ran past its time limit while it shared passes with other jobs. On a loaded machine that says more
+    about the machine than about the job: it is retried, alone, and only a job that overruns alone fails."""
+
+
 class EngineLostError(TransientError):
     """The engine process holding the job stopped (a lost device, a crash, an OOM kill); a fresh one takes over."""
 

@@ -113,6 +113,16 @@ class GatewaySettings(_Section):
                                  description="Redirect audio downloads to presigned S3 URLs instead of streaming.")
     prefix: str = Field("books", validation_alias=_env("F5_GATEWAY_BOOK_PREFIX"),
                         description="Key prefix of the books /v1/books reports on.")
+    key_prefix: str = Field("api/", min_length=1, validation_alias=_env("F5_GATEWAY_KEY_PREFIX"),
+                            description="Where a job sent through the gateway may name its output.key: gateway "
+                                        "clients never write a book's keys, or any key outside this namespace.")
+    public_s3_endpoint: str | None = Field(
+        None, validation_alias=_env("F5_GATEWAY_PUBLIC_S3_ENDPOINT"),
+        description="The S3 endpoint as clients reach it, for presigned audio redirects (default: S3_ENDPOINT_URL).")
+    rate_per_s: float = Field(20.0, ge=0, validation_alias=_env("F5_GATEWAY_RATE"),
+                              description="Requests per second each token may make on average (0: no limit).")
+    rate_burst: int = Field(100, ge=1, validation_alias=_env("F5_GATEWAY_BURST"),
+                            description="Requests a token may make at once above its rate.")
 
     @field_validator("tokens", "cors_origins", mode="before")
     @classmethod

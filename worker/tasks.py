@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
 from worker.celery_app import app, settings
@@ -29,11 +29,12 @@ from worker.errors import BadInputError, BatchPartialFailure, TransientError
 from worker.runtime import metrics
 from worker.runtime.context import WorkerContext, get_context
 from worker.runtime.deadletter import DeadLetter
-from worker.runtime.runner import JobOutcome, RunLimits, job_id_of
+from worker.runtime.runner import JobOutcome, RunLimits, identity_of, job_id_of, parse_job
 
 log = logging.getLogger(__name__)
 
 RETRIED = (TransientError, ConnectionError, TimeoutError)
+RETRY_PUBLISH_PAUSES_S = (1.0, 2.0, 4.0)  # between attempts to publish a retry that the broker refused
 
 
 def _queue_seconds(request: Any) -> float | None:
@@ -62,14 +63,27 @@ class F5Task(Task):
                          hard_timeout_s=hard or settings.broker.task_time_limit,
                          priority=priority if isinstance(priority, int) else 0)
 
-    def letter(self, job_id: str, key: str | None, error: BaseException) -> DeadLetter:
+    def letter(self, identity: str, job_id: str, key: str | None, error: BaseException) -> DeadLetter:
         if isinstance(error, BadInputError):
             code, message, field = error.code, error.message, error.field
         else:
             code = "retries_exhausted" if isinstance(error, RETRIED) else "internal_error"
             message, field = f"{type(error).__name__}: {error}", None
-        return DeadLetter(job_id=job_id, key=key, task_id=self.request.id, task=self.name, code=code,
-                          message=message[:2000], field=field, retries=self.request.retries or 0, at=time.time())
+        return DeadLetter(identity=identity, job_id=job_id, key=key, task_id=self.request.id, task=self.name,
+                          code=code, message=message[:2000], field=field, retries=self.request.retries or 0,
+                          at=time.time())
+
+    def outcome_letter(self, outcome: JobOutcome, fallback: str) -> DeadLetter:
+        error = outcome.error or outcome.transient
+        assert error is not None
+        return self.letter(outcome.identity or f"unparsed:{fallback}", outcome.job_id or fallback, outcome.key, error)
+
+    def payload_letter(self, payload: Any, fallback: str, error: BaseException) -> DeadLetter:
+        try:
+            job = parse_job(payload)
+        except BadInputError:
+            return self.letter(identity_of(payload, fallback), job_id_of(payload, fallback), None, error)
+        return self.letter(job.identity(), job.resolved_job_id(), job.resolved_key(), error)
 
     def record(self, letters: list[DeadLetter]) -> None:
         """Write dead letters before the failure becomes visible; if Redis cannot take them, retry the task."""
@@ -80,9 +94,24 @@ class F5Task(Task):
             self.retry_later(TransientError(f"dead letters could not be recorded: {exc}"))
 
     def retry_later(self, exc: BaseException) -> None:
+        """Retry with backoff. If the retry cannot be published (a Redis at ``maxmemory`` with ``noeviction``
+        refuses writes), Celery would reject the message without requeueing it, and the job would be gone. Instead
+        the publish is tried again a few times; then the message goes back to its queue, and if Redis refuses even
+        that, it stays recorded as unacknowledged, where the visibility-timeout sweep finds it: never lost."""
         countdown = get_exponential_backoff_interval(factor=1, retries=self.request.retries,
                                                      maximum=settings.broker.retry_backoff_max, full_jitter=True)
-        raise self.retry(exc=exc, countdown=countdown)
+        refused: Reject | None = None
+        for pause in RETRY_PUBLISH_PAUSES_S:
+            try:
+                raise self.retry(exc=exc, countdown=countdown)
+            except Reject as rejected:  # the retry message was not published
+                refused = rejected
+                log.warning("could not publish the retry of %s (%s); trying again in %.0f s", self.request.id,
+                            rejected.reason, pause)
+                time.sleep(pause)
+        log.error("the retry of %s could not be published (%s); the message goes back to its queue instead",
+                  self.request.id, refused.reason if refused else exc)
+        raise Reject(refused.reason if refused else exc, requeue=True)
 
     def can_retry(self) -> bool:
         return self.max_retries is None or (self.request.retries or 0) < self.max_retries
@@ -123,7 +152,7 @@ def _track_chapter(outcome: JobOutcome, context: WorkerContext) -> None:
 
 def _succeeded(outcomes: list[JobOutcome], context: WorkerContext) -> None:
     stored = [o for o in outcomes if o.error is None and o.transient is None]
-    context.dead_letters.clear([o.job_id for o in stored if o.job_id])
+    context.dead_letters.clear([o.identity for o in stored if o.identity])
     for outcome in stored:
         _track_chapter(outcome, context)
 
@@ -139,11 +168,11 @@ def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> 
     except Retry:
         raise
     except BadInputError as exc:
-        outcome = JobOutcome(job_id_of(job, self.request.id), error=exc)
+        outcome = JobOutcome(job_id_of(job, self.request.id), error=exc, identity=identity_of(job, self.request.id))
     except RETRIED as exc:
-        outcome = JobOutcome(job_id_of(job, self.request.id), transient=exc)
+        outcome = JobOutcome(job_id_of(job, self.request.id), transient=exc, identity=identity_of(job, self.request.id))
     except Exception as exc:  # a bug, not the job's fault: recorded, then failed
-        self.record([self.letter(job_id_of(job, self.request.id), None, exc)])
+        self.record([self.payload_letter(job, self.request.id, exc)])
         raise
     return _finish_single(self, job, outcome)
 
@@ -154,10 +183,10 @@ def _finish_single(task: F5Task, job: Any, outcome: JobOutcome) -> dict:
     if outcome.transient is not None:
         if task.can_retry():
             task.retry_later(outcome.transient)
-        task.record([task.letter(outcome.job_id or task.request.id, outcome.key, outcome.transient)])
+        task.record([task.outcome_letter(outcome, task.request.id)])
         raise outcome.transient
     if outcome.error is not None:
-        task.record([task.letter(outcome.job_id or job_id_of(job, task.request.id), outcome.key, outcome.error)])
+        task.record([task.outcome_letter(outcome, task.request.id)])
         raise outcome.error
     _succeeded([outcome], context)
     return outcome.result.model_dump(mode="json")
@@ -192,15 +221,16 @@ def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: A
         context = get_context()
         outcomes = context.runner.run(jobs, queue_s=_queue_seconds(self.request), limits=self.limits())
     except BadInputError as exc:  # the whole batch: every job it claims gets the letter
-        ids = [job_id_of(p, f"{self.request.id}:{i}") for i, p in enumerate(payloads)] or [self.request.id]
-        self.record([self.letter(job_id, None, exc) for job_id in ids])
+        self.record([self.payload_letter(p, f"{self.request.id}:{i}", exc) for i, p in enumerate(payloads)]
+                    or [self.letter(f"unparsed:{self.request.id}", self.request.id, None, exc)])
         raise
     except Retry:
         raise
     except RETRIED as exc:
-        outcomes = [JobOutcome(job_id_of(p, f"{self.request.id}:{i}"), transient=exc) for i, p in enumerate(jobs)]
+        outcomes = [JobOutcome(job_id_of(p, f"{self.request.id}:{i}"), transient=exc,
+                               identity=identity_of(p, f"{self.request.id}:{i}")) for i, p in enumerate(jobs)]
     except Exception as exc:
-        self.record([self.letter(job_id_of(p, f"{self.request.id}:{i}"), None, exc) for i, p in enumerate(payloads)])
+        self.record([self.payload_letter(p, f"{self.request.id}:{i}", exc) for i, p in enumerate(payloads)])
         raise
     return _finish_batch(self, outcomes)
 
@@ -214,7 +244,7 @@ def _finish_batch(task: F5Task, outcomes: list[JobOutcome]) -> list[dict]:
         _succeeded(outcomes, context)
         task.retry_later(transient[0].transient)
     failed = [(i, o) for i, o in enumerate(outcomes) if o.error is not None or o.transient is not None]
-    task.record([task.letter(o.job_id or f"{task.request.id}:{i}", o.key, o.error or o.transient) for i, o in failed])
+    task.record([task.outcome_letter(o, f"{task.request.id}:{i}") for i, o in failed])
     _succeeded(outcomes, context)
     items = [_item(outcome) for outcome in outcomes]
     if failed:

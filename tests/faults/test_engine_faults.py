@@ -7,13 +7,10 @@ kill would deliver), and the error a lost CUDA context raises (no GPU here). Eve
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.conftest import VOICE_KEY, job, own_queue, plain_celery, worker_env
-from tests.services import WorkerProcess, wait_until
-from worker.constants import FAILED_JOBS_KEY
+from tests.services import WorkerProcess, letters_by_job_id, wait_until
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -43,7 +40,7 @@ def test_a_job_that_kills_its_process_every_time_is_dead_lettered_and_the_others
             sent[0].get(timeout=300)
         outputs = [result.get(timeout=300) for result in sent[1:]]
         assert sorted(o["key"] for o in outputs) == sorted(g["output"]["key"] for g in good)
-        letter = json.loads(redis_server.client().hget(FAILED_JOBS_KEY, "poison-bad"))
+        letter = letters_by_job_id(redis_server.client())["poison-bad"]
         assert letter["code"] == "worker_lost" and "died 3 times" in letter["message"]
         assert sent[0].state == "FAILURE"
         log = worker.log()
@@ -75,6 +72,6 @@ def test_a_lost_device_gets_a_fresh_engine_process_and_the_job_completes(
         assert f"Engine-0 (pid {first_engine}) exited with code 70" in log
         wait_until(lambda: worker.children() and worker.children()[0].pid != first_engine, 60, "a fresh engine")
         assert (local_store / "fault" / "after.wav").is_file()
-        assert not redis_server.client().hexists(FAILED_JOBS_KEY, "after-fault")
+        assert "after-fault" not in letters_by_job_id(redis_server.client())
     finally:
         worker.stop()

@@ -15,8 +15,9 @@ import re
 import pytest
 
 from tests.conftest import REF_TEXT, VOICE_KEY, job, own_queue, plain_celery, worker_env
-from tests.services import WorkerProcess, wait_until
+from tests.services import WorkerProcess, letters_by_job_id, wait_until
 from worker.constants import FAILED_JOBS_KEY
+from worker.contract import Job
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -52,13 +53,13 @@ def test_a_failure_is_never_readable_before_its_dead_letter(s3_worker, redis_ser
             raw = redis.get(f"celery-task-meta-{result.id}")
             if raw and json.loads(raw)["status"] == "FAILURE":
                 seen.add(job_id)
-                if not redis.hexists(FAILED_JOBS_KEY, job_id):  # read after the failure: must already be there
+                if job_id not in letters_by_job_id(redis):  # read after the failure: must already be there
                     early.append(job_id)
         return len(seen) == len(sent)
 
     wait_until(poll, 180, "every bad job to fail", interval=0.001)
     assert early == [], f"failures readable before their dead letter: {early}"
-    letters = {k.decode(): json.loads(v) for k, v in redis.hgetall(FAILED_JOBS_KEY).items()}
+    letters = letters_by_job_id(redis)
     assert {letters[f"order-{i:02d}"]["code"] for i in range(40)} == {"invalid_job", "bad_text", "unknown_voice",
                                                                        "bad_key"}
     # a batch that fails as a whole leaves a letter for each of its jobs
@@ -78,9 +79,10 @@ def test_after_a_job_passes_its_soft_limit_the_next_job_does_not_wait_for_its_pa
         client = plain_celery(redis_server.url)
         # minutes of work in one pass at NFE 128: any wait behind it would be obvious
         long_text = ", ".join(["y el hidalgo siguió su camino por la llanura de la Mancha"] * 60) + "."
-        slow = client.send_task("f5tts.synthesize", queue=queue, kwargs={"job": {
-            **job(long_text, "soft/slow.wav", nfe_step=128, speed=0.5), "job_id": "soft-slow"}})
-        wait_until(lambda: redis_server.client().get("f5tts:lost:soft-slow") == b"1", 60, "the slow pass to start")
+        slow_job = {**job(long_text, "soft/slow.wav", nfe_step=128, speed=0.5), "job_id": "soft-slow"}
+        slow = client.send_task("f5tts.synthesize", queue=queue, kwargs={"job": slow_job})
+        lost_key = f"f5tts:lost:{Job.model_validate(slow_job).identity()}"
+        wait_until(lambda: redis_server.client().get(lost_key) == b"1", 60, "the slow pass to start")
         quick = client.send_task("f5tts.synthesize", queue=queue, kwargs={"job": {
             **job("Después, una frase corta.", "soft/quick.wav", nfe_step=4), "job_id": "soft-quick"}})
         with pytest.raises(Exception, match="time_limit"):
@@ -91,7 +93,7 @@ def test_after_a_job_passes_its_soft_limit_the_next_job_does_not_wait_for_its_pa
         stopped = re.search(r"pass of \d+ rows stopped: abandoned after (\d+) of 128 steps", log)
         assert stopped and int(stopped.group(1)) < 128, "the abandoned pass was not stopped"
         assert log.index(stopped.group(0)) < log.index(f"{quick.id}] succeeded")
-        letter = json.loads(redis_server.client().hget(FAILED_JOBS_KEY, "soft-slow"))
+        letter = letters_by_job_id(redis_server.client())["soft-slow"]
         assert letter["code"] == "time_limit"
         assert not (store / "soft" / "slow.wav").exists()
     finally:

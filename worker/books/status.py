@@ -69,10 +69,10 @@ def book_status(app: Celery, storage: Storage, dead_letters: DeadLetters, entrie
     present = stored_keys(storage, prefix, book)
     pending = [e for e in entries if e.key not in present]
     status.done = status.total - len(pending)
-    letters = dead_letters.all() if dead_letters.enabled else {}
+    letters = dead_letters.by_key() if dead_letters.enabled else {}
     for entry in pending:
-        if entry.id in letters:
-            letter = letters[entry.id]
+        if entry.key in letters:
+            letter = letters[entry.key]
             status.failed[entry.id] = {"code": letter.code, "message": letter.message, "key": entry.key}
     remaining = [e for e in pending if e.id not in status.failed]
     status.waiting = {e.id for e in remaining}

@@ -52,6 +52,10 @@ class EngineConfig(BaseModel):
     warmup: bool = Field(True, validation_alias=_env("F5_WARMUP"))
     batch_wait_ms: float = Field(50.0, ge=0, le=10_000, validation_alias=_env("F5_BATCH_WAIT_MS"),
                                  description="Longest wait for companions before a part-full pass starts.")
+    interactive_target_ms: float = Field(
+        250.0, ge=0, le=60_000, validation_alias=_env("F5_INTERACTIVE_TARGET_MS"),
+        description="While interactive (priority 0) work is about, other passes are cut to about this long, so that "
+                    "a /tts request waits at most that for the pass in flight. 0: off.")
     voice_cache_size: int = Field(64, ge=1, validation_alias=_env("F5_VOICE_CACHE_SIZE"))
     max_reference_seconds: float = Field(DEFAULT_MAX_REFERENCE_SECONDS, gt=MIN_REFERENCE_SECONDS,
                                          validation_alias=_env("F5_MAX_REFERENCE_SECONDS"))

@@ -8,6 +8,9 @@ Off unless ``F5_TEST_FAULTS`` is set, which no deployment does. Each fault is ``
 - ``cuda-fatal-once:PATH``: the first pass after PATH is created (by anyone) fails with the error a lost CUDA context
   raises ("CUDA error: an illegal memory access was encountered"), and PATH is removed, so it happens once. No GPU
   here can fail on demand; everything after the raise is the real handling.
+- ``finish-oom-once:PATH``: the first time the engine process's send thread finishes a job's audio after PATH is
+  created, it fails with the error an out-of-memory cross-fade raises, and PATH is removed. (A fault hook for the send
+  thread: no CPU here runs out of device memory on demand.)
 """
 
 from __future__ import annotations
@@ -39,4 +42,15 @@ def before_pass(texts: Iterable[str]) -> None:
             if marker.exists():
                 marker.unlink(missing_ok=True)
                 raise RuntimeError("CUDA error: an illegal memory access was encountered (injected by "
+                                   f"{ENV} for a test)")
+
+
+def before_finish(texts: Iterable[str]) -> None:
+    """Called by the send thread before it finishes a job's audio."""
+    for kind, argument in _faults():
+        if kind == "finish-oom-once":
+            marker = Path(argument)
+            if marker.exists():
+                marker.unlink(missing_ok=True)
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by "
                                    f"{ENV} for a test)")

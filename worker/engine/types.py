@@ -15,9 +15,14 @@ from worker.errors import BadInputError
 
 @dataclass(frozen=True)
 class VoiceInput:
-    audio: bytes  # the reference clip as stored (any format libsndfile reads)
+    audio: bytes | None  # the clip as stored (any format libsndfile reads); None once the engine holds it by digest
     ref_text: str
     preprocess: bool = True
+    sha256: str | None = None  # the clip's digest: an engine process keeps prepared voices by it
+
+    def without_audio(self) -> VoiceInput:
+        """The same voice, named by its digest only: what crosses the pipe once the engine process holds the clip."""
+        return VoiceInput(None, self.ref_text, self.preprocess, self.sha256)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Dead letters: jobs that failed for good (bad input, time limit, a process lost every time, retries exhausted),
-kept where the CLI and the gateway can list them.
+"""Dead letters: jobs that failed for good (bad input, time limit, a process lost every time, retries exhausted), kept
+where the CLI and the gateway can list them.
 
-A Redis hash (``f5tts:failed``) keyed by job id, each value a JSON record with the reason, and a sorted set of the same
-ids by time. Under ``noeviction`` nothing would ever clear the hash, so each write also drops the letters older than
-``F5_DEAD_LETTER_TTL`` (30 days by default) and sets the keys to expire after that long. A later success of the same
-job id removes its entry, so the hash only holds jobs that still need attention.
+A Redis hash (``f5tts:failed``) keyed by the job's identity (its output key and content, ``Job.identity``: never the id
+a caller chose, which two unrelated jobs may share), each value a JSON record with the reason, and a sorted set of the
+same ids by time. Under ``noeviction`` nothing would ever clear the hash, so each write also drops the letters older
+than ``F5_DEAD_LETTER_TTL`` (30 days by default) and sets the keys to expire after that long. A later success of the
+same job removes its entry, so the hash only holds jobs that still need attention.
 
 Tasks write the dead letter *before* they let the failure be stored: a client that reads a FAILURE always finds the
 letter.
@@ -27,6 +28,7 @@ DEFAULT_TTL_S = 30 * 24 * 3600
 
 @dataclass(frozen=True)
 class DeadLetter:
+    identity: str
     job_id: str
     key: str | None
     task_id: str | None
@@ -56,8 +58,8 @@ class DeadLetters(RedisBookkeeping):
             return
         cutoff = time.time() - self.ttl_s
         pipe = self._client.pipeline(transaction=True)
-        pipe.hset(FAILED_JOBS_KEY, mapping={letter.job_id: letter.to_json() for letter in letters})
-        pipe.zadd(FAILED_JOBS_INDEX_KEY, {letter.job_id: letter.at for letter in letters})
+        pipe.hset(FAILED_JOBS_KEY, mapping={letter.identity: letter.to_json() for letter in letters})
+        pipe.zadd(FAILED_JOBS_INDEX_KEY, {letter.identity: letter.at for letter in letters})
         pipe.expire(FAILED_JOBS_KEY, self.ttl_s)
         pipe.expire(FAILED_JOBS_INDEX_KEY, self.ttl_s)
         pipe.execute()
@@ -68,17 +70,31 @@ class DeadLetters(RedisBookkeeping):
             pipe.zrem(FAILED_JOBS_INDEX_KEY, *stale)
             pipe.execute()
 
-    def clear(self, job_ids: list[str]) -> None:
-        if not self.enabled or not job_ids:
+    def clear(self, identities: list[str]) -> None:
+        if not self.enabled or not identities:
             return
         try:
             pipe = self._client.pipeline(transaction=True)
-            pipe.hdel(FAILED_JOBS_KEY, *job_ids)
-            pipe.zrem(FAILED_JOBS_INDEX_KEY, *job_ids)
+            pipe.hdel(FAILED_JOBS_KEY, *identities)
+            pipe.zrem(FAILED_JOBS_INDEX_KEY, *identities)
             pipe.execute()
         except Exception as exc:  # a stale letter is harmless: the audio exists, and status counts it as done
             log.warning("could not clear dead letters: %s", exc)
 
     def all(self) -> dict[str, DeadLetter]:
+        """Every letter, by identity. (Letters written before identities existed are filed by their job id.)"""
         raw = self._client.hgetall(FAILED_JOBS_KEY) if self.enabled else {}
-        return {key.decode(): DeadLetter(**json.loads(value)) for key, value in raw.items()}
+        letters = {}
+        for key, value in raw.items():
+            record = json.loads(value)
+            record.setdefault("identity", key.decode())
+            letters[key.decode()] = DeadLetter(**record)
+        return letters
+
+    def by_key(self) -> dict[str, DeadLetter]:
+        """The newest letter of each output key: how a book finds its failed segments (keys are unique per book)."""
+        letters: dict[str, DeadLetter] = {}
+        for letter in sorted(self.all().values(), key=lambda item: item.at):
+            if letter.key:
+                letters[letter.key] = letter
+        return letters

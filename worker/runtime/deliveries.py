@@ -11,6 +11,10 @@ the count raised. The next delivery reads it:
 - N (``F5_MAX_LOST_RUNS``, default 3): the job is dead-lettered with code ``worker_lost`` and not run again.
 
 Jobs that were only waiting when a process died are not counted: they did nothing wrong.
+
+A second mark, per job, says it must run alone: it overran its time limit while it shared passes with other jobs, so
+it is retried on its own, and only a job that overruns alone fails for good. Both are keyed by the job's identity (its
+output and content, ``Job.identity``), never by the id a caller chose, so unrelated jobs never share a count.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import logging
 
 from worker.broker.redis import RedisBookkeeping
-from worker.constants import LOST_RUNS_KEY_PREFIX
+from worker.constants import LOST_RUNS_KEY_PREFIX, RUN_ALONE_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +55,37 @@ class LostRuns(RedisBookkeeping):
         self._add(job_ids, -1)
 
     def counts(self, job_ids: list[str]) -> dict[str, int]:
+        return {job_id: lost for job_id, (lost, _) in self.history(job_ids).items() if lost}
+
+    def history(self, job_ids: list[str]) -> dict[str, tuple[int, bool]]:
+        """Per job with any history: (lost runs, must run alone). One round trip."""
         if not self.enabled or not job_ids:
             return {}
         try:
-            values = self._client.mget(self._keys(job_ids))
+            values = self._client.mget(self._keys(job_ids) + [f"{RUN_ALONE_KEY_PREFIX}{i}" for i in job_ids])
         except Exception as exc:
             log.warning("could not read lost-run counts: %s", exc)
             return {}
-        return {job_id: max(0, int(value)) for job_id, value in zip(job_ids, values, strict=True) if value}
+        lost, alone = values[: len(job_ids)], values[len(job_ids) :]
+        return {job_id: (max(0, int(count or 0)), bool(flag))
+                for job_id, count, flag in zip(job_ids, lost, alone, strict=True) if count or flag}
+
+    def run_alone(self, job_ids: list[str]) -> None:
+        """These jobs overran their time limit in shared passes: their next run is alone."""
+        if not self.enabled or not job_ids:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.set(f"{RUN_ALONE_KEY_PREFIX}{job_id}", 1, ex=TTL_S)
+            pipe.execute()
+        except Exception as exc:
+            log.warning("could not mark jobs to run alone: %s", exc)
 
     def forget(self, job_ids: list[str]) -> None:
         """The job is stored (or dead-lettered): its history no longer matters."""
         if self.enabled and job_ids:
             try:
-                self._client.delete(*self._keys(job_ids))
+                self._client.delete(*self._keys(job_ids), *(f"{RUN_ALONE_KEY_PREFIX}{i}" for i in job_ids))
             except Exception as exc:
                 log.warning("could not clear lost-run counts: %s", exc)

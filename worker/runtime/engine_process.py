@@ -14,10 +14,18 @@ pass: it is what the GPU loses to everything that is not a pass.
 A lost device (illegal memory access, device-side assert) poisons the CUDA context for good: the process reports it
 and exits, and the worker starts a fresh one and retries the jobs it held. If the worker dies, the pipe closes and this
 process exits at once.
+
+No other exception may silence the process: a job whose audio cannot be finished (an out-of-memory error in the
+cross-fade, say) fails alone and is retried; anything that escapes a thread's loop anyway ends the process, so that the
+worker replaces it and retries its jobs, instead of leaving them waiting for results that nobody would send.
+
+Reference clips cross the pipe once per process: later requests in the same voice name it by its digest (see
+:class:`ClipStore`), which keeps one copy per voice here instead of one per job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -25,13 +33,65 @@ import signal
 import sys
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+from worker.engine import faults
 from worker.errors import BadInputError, TransientError
 
 log = logging.getLogger(__name__)
 
 DEVICE_LOST_EXIT = 70
+THREAD_DIED_EXIT = 71
+CLIP_STORE_BYTES = 512 * 1024 * 1024
+
+
+class ClipStore:
+    """Reference clips this process was sent, by SHA-256, least recently used first out past a byte budget."""
+
+    def __init__(self, max_bytes: int = CLIP_STORE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._clips: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, digest: str, data: bytes) -> None:
+        with self._lock:
+            if digest in self._clips:
+                self._clips.move_to_end(digest)
+                return
+            self._clips[digest] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes and len(self._clips) > 1:
+                _, evicted = self._clips.popitem(last=False)
+                self._bytes -= len(evicted)
+
+    def get(self, digest: str) -> bytes | None:
+        with self._lock:
+            data = self._clips.get(digest)
+            if data is not None:
+                self._clips.move_to_end(digest)
+            return data
+
+
+class VoiceMissing(Exception):
+    """A request names a clip by digest that this process does not hold (evicted, or it arrived before its bytes)."""
+
+
+def _guarded(loop: Callable[[], None], name: str) -> Callable[[], None]:
+    """A thread's loop that must never end: if it does, the process exits so that the worker replaces it."""
+
+    def run() -> None:
+        try:
+            loop()
+            log.critical("the %s thread stopped; this engine process exits so that the worker replaces it", name)
+        except BaseException:
+            log.critical("the %s thread failed; this engine process exits so that the worker replaces it and "
+                         "retries its jobs", name, exc_info=True)
+        os._exit(THREAD_DIED_EXIT)
+
+    return run
 
 
 def main(conn, config: dict, env: dict[str, str], name: str, max_wait_s: float) -> None:
@@ -62,13 +122,15 @@ class EngineServer:
 
         self.engine = engine
         self.conn = conn
-        self.scheduler = PassScheduler(engine.planner, max_wait_s)
+        target = engine.config.interactive_target_ms / 1000
+        self.scheduler = PassScheduler(engine.planner, max_wait_s, interactive_target_s=target or None)
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._incoming: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
         self._preparing = 0
         self._cancelled_early: set[int] = set()
+        self.clips = ClipStore()
 
     def send(self, message: tuple) -> None:
         with self._send_lock:
@@ -77,7 +139,7 @@ class EngineServer:
     def serve(self) -> None:
         for target, name in ((self._prepare_loop, "prepare"), (self._execute_loop, "execute"),
                              (self._send_loop, "send")):
-            threading.Thread(target=target, name=f"f5-{name}", daemon=True).start()
+            threading.Thread(target=_guarded(target, name), name=f"f5-{name}", daemon=True).start()
         while True:
             try:
                 message = self.conn.recv()
@@ -87,10 +149,12 @@ class EngineServer:
             if kind == "submit":
                 from worker.runtime.scheduler import Ticket
 
-                _, ticket_id, requests, priority, alone = message
-                with self._cond:
-                    self._preparing += 1
-                self._incoming.put(Ticket(ticket_id, requests, priority, alone))
+                tickets = [Ticket(ticket_id, requests, priority, alone)
+                           for ticket_id, requests, priority, alone in message[1]]
+                with self._cond:  # counted together: the scheduler waits for all of them before it starts a pass
+                    self._preparing += len(tickets)
+                for ticket in tickets:
+                    self._incoming.put(ticket)
             elif kind == "cancel":
                 with self._cond:
                     if self.scheduler.cancel(message[1]) is None:
@@ -99,21 +163,40 @@ class EngineServer:
             elif kind == "stop":
                 os._exit(0)
 
+    def _with_clip(self, request):
+        """The request with its clip's bytes: as sent, or from the clips this process holds by digest."""
+        voice = request.voice
+        if voice.audio is not None:
+            if voice.sha256 is not None:
+                self.clips.add(voice.sha256, voice.audio)
+            return request
+        data = self.clips.get(voice.sha256) if voice.sha256 is not None else None
+        if data is None:
+            raise VoiceMissing(voice.sha256)
+        return dataclasses.replace(request, voice=dataclasses.replace(voice, audio=data))
+
     def _prepare_loop(self) -> None:
         while True:
             ticket = self._incoming.get()
+            missing = False
             try:
+                ticket.requests = [self._with_clip(request) for request in ticket.requests]
                 ticket.prepared = [self.engine.prepare(request) for request in ticket.requests]
+            except VoiceMissing:
+                missing = True
             except Exception as exc:  # an engine fault, not bad input (that is kept per request)
                 log.exception("preparing a request failed")
                 ticket.error = TransientError(f"preparation failed: {type(exc).__name__}: {exc}")
             with self._cond:
                 self._preparing -= 1
-                if ticket.id in self._cancelled_early:
-                    self._cancelled_early.discard(ticket.id)
-                    ticket.cancelled = True
-                self.scheduler.add(ticket)
+                if not missing:
+                    if ticket.id in self._cancelled_early:
+                        self._cancelled_early.discard(ticket.id)
+                        ticket.cancelled = True
+                    self.scheduler.add(ticket)
                 self._cond.notify_all()
+            if missing:  # the worker sends the ticket again with its clips
+                self.send(("voice_missing", ticket.id))
 
     def _next(self):
         from worker.runtime.scheduler import Pass
@@ -122,7 +205,7 @@ class EngineServer:
             while True:
                 for ticket in self.scheduler.finished():
                     self._outbox.put(ticket)
-                decision = self.scheduler.next_pass()
+                decision = self.scheduler.next_pass(preparing=self._preparing)
                 if isinstance(decision, Pass):
                     return decision
                 self._cond.wait(timeout=decision)
@@ -132,64 +215,86 @@ class EngineServer:
             return len(self.scheduler) > 0 or self._preparing > 0
 
     def _execute_loop(self) -> None:
+        last_end, waited = None, False
+        while True:
+            chosen = self._next()
+            try:
+                self._execute(chosen, None if last_end is None or not waited else last_end)
+            except Exception as exc:  # outside the pass itself: its jobs fail (and are retried), the loop goes on
+                log.exception("handling a pass of %d rows failed", chosen.plan.size)
+                with self._cond:
+                    self.scheduler.abandon(chosen, TransientError(
+                        f"the engine failed around a pass: {type(exc).__name__}: {exc}"))
+                    self._cond.notify_all()
+            last_end, waited = time.monotonic(), self._work_waiting()
+
+    def _execute(self, chosen, idle_since: float | None) -> None:
+        """Run one chosen pass and hand its outcome on. ``idle_since``: when the previous pass ended, if work was
+        waiting then (the gap is the engine's idle time)."""
         from worker.engine.runtime import DeviceLostError
         from worker.engine.sampler import PassCancelled
         from worker.runtime.scheduler import all_cancelled
 
-        last_end, waited = None, False
-        while True:
-            chosen = self._next()
-            start = time.monotonic()
-            idle = (start - last_end) if (last_end is not None and waited) else 0.0
-            tickets = [ticket.id for ticket in chosen.tickets]
-            self.send(("started", tickets))  # before the pass: it may kill us
-            try:
-                result = self.engine.run_pass(chosen.chunks, should_stop=all_cancelled(chosen))
-            except DeviceLostError as exc:
-                log.critical("the device is lost (%s); this engine process exits so that the worker starts a "
-                             "fresh one, and the jobs it held go back to the worker to retry", exc)
-                self.send(("fault", str(exc)))
-                os._exit(DEVICE_LOST_EXIT)
-            except Exception as exc:
-                result = exc
-            # Over, whatever its outcome: its jobs no longer risk this process through it (a job that dies with the
-            # process later, waiting or being finished, did not kill it). Sent before any of their results.
-            self.send(("ended", tickets))
-            if isinstance(result, PassCancelled):
-                log.warning("pass of %d rows stopped: %s", chosen.plan.size, result)
-                last_end, waited = time.monotonic(), self._work_waiting()
-                continue
-            if isinstance(result, Exception):
-                log.warning("a pass of %d rows failed (%s: %s); its jobs are retried alone", chosen.plan.size,
-                            type(result).__name__, result)
-                with self._cond:
-                    self.scheduler.fail(chosen, result)
-                last_end, waited = time.monotonic(), self._work_waiting()
-                continue
+        start = time.monotonic()
+        idle = start - idle_since if idle_since is not None else 0.0
+        tickets = [ticket.id for ticket in chosen.tickets]
+        self.send(("started", tickets))  # before the pass: it may kill us
+        try:
+            result = self.engine.run_pass(chosen.chunks, should_stop=all_cancelled(chosen))
+        except DeviceLostError as exc:
+            log.critical("the device is lost (%s); this engine process exits so that the worker starts a fresh one, "
+                         "and the jobs it held go back to the worker to retry", exc)
+            self.send(("fault", str(exc)))
+            os._exit(DEVICE_LOST_EXIT)
+        except Exception as exc:
+            result = exc
+        # Over, whatever its outcome: its jobs no longer risk this process through it (a job that dies with the
+        # process later, waiting or being finished, did not kill it). Sent before any of their results.
+        self.send(("ended", tickets))
+        if isinstance(result, PassCancelled):
+            log.warning("pass of %d rows stopped: %s", chosen.plan.size, result)
+            return
+        if isinstance(result, Exception):
+            log.warning("a pass of %d rows failed (%s: %s); its jobs are retried alone", chosen.plan.size,
+                        type(result).__name__, result)
             with self._cond:
-                self.scheduler.complete(chosen, result.waves, result.seconds)
-            last_end = time.monotonic()
-            waited = self._work_waiting()
-            self._outbox.put(("pass", {
-                "rows": chosen.plan.size, "padded_frames": result.padded_frames,
-                "frames": sum(item.frames for item in chosen.plan.items), "seconds": result.seconds,
-                "idle_s": idle, "recompiles": result.recompiles, "memory": _device_memory(self.engine.device)}))
+                self.scheduler.fail(chosen, result)
+            return
+        with self._cond:
+            self.scheduler.complete(chosen, result.waves, result.seconds)
+            self.scheduler.observe(chosen, result.seconds)
+        self._outbox.put(("pass", {
+            "rows": chosen.plan.size, "padded_frames": result.padded_frames,
+            "frames": sum(item.frames for item in chosen.plan.items), "seconds": result.seconds,
+            "idle_s": idle, "recompiles": result.recompiles, "memory": _device_memory(self.engine.device)}))
 
     def _send_loop(self) -> None:
         while True:
             item = self._outbox.get()
+            message = item if isinstance(item, tuple) else self._result(item)
             try:
-                self.send(item if isinstance(item, tuple) else self._result(item))
+                self.send(message)
             except (EOFError, OSError, BrokenPipeError):
                 os._exit(0)
 
     def _result(self, ticket) -> tuple:
+        """The message that settles a ticket. Finishing its audio (the cross-fade on the device, the copy to the host)
+        can fail like any device work, an out-of-memory error above all: then this ticket fails, and is retried, and
+        the thread goes on sending everyone else's results."""
         if ticket.cancelled:
             return ("cancelled", ticket.id)
         if ticket.error is not None:
             return ("failed", ticket.id, _portable(ticket.error))
-        outputs = [self.engine.finish(prepared, [ticket.waves[(r, k)] for k in range(len(prepared.chunks))],
-                                      ticket.seconds[r]) for r, prepared in enumerate(ticket.prepared)]
+        try:
+            faults.before_finish(request.text for request in ticket.requests)
+            outputs = [self.engine.finish(prepared, [ticket.waves[(r, k)] for k in range(len(prepared.chunks))],
+                                          ticket.seconds[r]) for r, prepared in enumerate(ticket.prepared)]
+        except Exception as exc:
+            log.exception("finishing the audio of a job failed; it is retried")
+            return ("failed", ticket.id, _portable(TransientError(
+                f"finishing the audio failed: {type(exc).__name__}: {exc}")))
+        finally:
+            ticket.waves.clear()  # the device memory of its chunks goes back, sent or not
         return ("done", ticket.id, outputs)
 
 

@@ -14,6 +14,7 @@ a job that keeps killing its engine is dead-lettered). A job that outlives its t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -28,7 +29,14 @@ from dataclasses import dataclass, field
 
 from worker.engine.config import EngineConfig
 from worker.engine.types import SynthesisOutput, SynthesisRequest
-from worker.errors import BadInputError, EngineBuildError, EngineLostError, JobTimeLimitError, TransientError
+from worker.errors import (
+    BadInputError,
+    EngineBuildError,
+    EngineLostError,
+    JobTimeLimitError,
+    SharedTimeLimitError,
+    TransientError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,11 @@ RESTART_BACKOFF_S = (0.5, 2.0, 5.0, 15.0, 30.0, 60.0)
 @dataclass
 class _Pending:
     ticket: int
-    keys: list[str]  # job ids, for the delivery ledger
+    keys: list[str]  # job identities, for the delivery ledger
+    requests: list[SynthesisRequest] = field(default_factory=list)  # kept to send again with their clips
+    priority: int = 0
+    alone: bool = False  # submitted to run in passes of its own
+    shared: bool = False  # a pass holding it held other jobs too: past its time limit it is retried alone, not failed
     future: Future = field(default_factory=Future)
     in_pass: bool = False  # a pass holding this ticket is running: if the process dies now, this job may be why
     started_at: float | None = None  # when its first pass started: a job's time limits count from there, not its wait
@@ -61,8 +73,12 @@ class EngineProcess:
         self.process = None
         self.conn = None
         self.reader: threading.Thread | None = None
+        # Clip digests this process has been sent: later requests in that voice cross the pipe without the clip's
+        # bytes. A fresh process starts with none; one that evicted a clip asks for it again ("voice_missing").
+        self.voices: set[str] = set()
 
     def start(self) -> None:
+        self.voices = set()
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         from worker.runtime.engine_process import main
@@ -116,14 +132,27 @@ class EngineProcess:
             self.host.on_pass(message[1])
         elif kind == "fault":
             log.critical("%s lost its device: %s", self.name, message[1])
+        elif kind == "voice_missing":
+            self._send_again_with_clips(message[1])
         elif kind in ("done", "failed", "cancelled"):
             self._settle(message)
+
+    def _send_again_with_clips(self, ticket: int) -> None:
+        """The process no longer holds a clip one of this ticket's requests names by digest: send them whole."""
+        with self.host._lock:
+            pending = self.pending.get(ticket)
+        if pending is None:
+            return
+        with contextlib.suppress(OSError, EOFError, BrokenPipeError):
+            self.send(("submit", [(pending.ticket, pending.requests, pending.priority, pending.alone)]))
 
     def _mark_in_pass(self, tickets: list[int], in_pass: bool) -> list[str]:
         """Mark these tickets' pass as running (or over); the job ids whose state changed."""
         keys, now = [], time.monotonic()
         for ticket in tickets:
             pending = self.pending.get(ticket)
+            if pending is not None and in_pass and len(tickets) > 1:
+                pending.shared = True
             if pending is not None and pending.in_pass != in_pass:
                 pending.in_pass = in_pass
                 if in_pass and pending.started_at is None:
@@ -265,21 +294,45 @@ class EngineHost:
 
     def submit(self, requests: Sequence[SynthesisRequest], keys: Sequence[str], *, priority: int = 0,
                alone: bool = False, wait_for_engine_s: float = 120.0) -> tuple[EngineProcess, _Pending]:
+        return self.submit_many([(requests, keys, alone)], priority=priority, wait_for_engine_s=wait_for_engine_s)[0]
+
+    def submit_many(self, tickets: Sequence[tuple[Sequence[SynthesisRequest], Sequence[str], bool]], *,
+                    priority: int = 0, wait_for_engine_s: float = 120.0) -> list[tuple[EngineProcess, _Pending]]:
+        """Hand several tickets (requests, job identities, alone) to one engine in one message, so that its pass
+        scheduler sees them all arrive together: a batch's jobs are gathered into one pass, not started one by one.
+        A clip the engine was already sent travels as its digest only."""
         deadline = time.monotonic() + wait_for_engine_s
         while True:
             with self._lock:
                 ready = [engine for engine in self.engines if engine.ready.is_set()]
                 if ready:
                     engine = min(ready, key=lambda e: e.load)
-                    pending = _Pending(next(self._tickets), list(keys))
-                    engine.pending[pending.ticket] = pending
+                    pendings = []
+                    for requests, keys, alone in tickets:
+                        pending = _Pending(next(self._tickets), list(keys), list(requests), priority, alone)
+                        engine.pending[pending.ticket] = pending
+                        pendings.append(pending)
+                    wire = [(p.ticket, self._light(engine, p.requests), priority, p.alone) for p in pendings]
                     break
             if time.monotonic() > deadline:
                 raise EngineLostError(f"no engine process is ready after {wait_for_engine_s:.0f} s")
             time.sleep(0.1)
-        with contextlib.suppress(OSError, EOFError, BrokenPipeError):  # dying: its reader fails the ticket
-            engine.send(("submit", pending.ticket, list(requests), priority, alone))
-        return engine, pending
+        with contextlib.suppress(OSError, EOFError, BrokenPipeError):  # dying: its reader fails the tickets
+            engine.send(("submit", wire))
+        return [(engine, pending) for pending in pendings]
+
+    @staticmethod
+    def _light(engine: EngineProcess, requests: list[SynthesisRequest]) -> list[SynthesisRequest]:
+        """Requests as they cross the pipe: each clip's bytes only the first time this process sees its digest."""
+        out = []
+        for request in requests:
+            digest = request.voice.sha256
+            if digest is not None and digest in engine.voices:
+                request = dataclasses.replace(request, voice=request.voice.without_audio())
+            elif digest is not None:
+                engine.voices.add(digest)
+            out.append(request)
+        return out
 
     def wait(self, submitted: tuple[EngineProcess, _Pending], timeout_s: float | None = None,
              hard_timeout_s: float | None = None) -> list[SynthesisOutput]:
@@ -312,7 +365,10 @@ class EngineHost:
                 os.kill(engine.process.pid, signal.SIGKILL)
         except JobTimeLimitError:
             pass
-        raise JobTimeLimitError(f"the job did not finish within its time limit of {timeout_s:.0f} s")
+        if pending.shared and not pending.alone:
+            raise SharedTimeLimitError(f"the job did not finish within its time limit of {timeout_s:.0f} s while it "
+                                       "shared passes with other jobs; it is retried in passes of its own")
+        raise JobTimeLimitError(f"the job did not finish within its time limit of {timeout_s:.0f} s, running alone")
 
     def synthesize(self, requests: Sequence[SynthesisRequest], keys: Sequence[str] = (), *, priority: int = 0,
                    alone: bool = False, timeout_s: float | None = None,

@@ -7,7 +7,9 @@ one voice fetches its clip once per worker, while a re-uploaded voice is picked 
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from cachetools import TTLCache
@@ -18,6 +20,14 @@ from worker.storage import ObjectNotFound, Storage
 
 _FIELD = "voice.ref_audio"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # 60 s of 96 kHz stereo 24-bit WAV is 35 MB
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A clip's bytes and their SHA-256: the digest is what the audio's identity and the engine's voice cache follow."""
+
+    data: bytes
+    sha256: str
 
 
 class ReferenceStore:
@@ -61,15 +71,22 @@ class ReferenceStore:
             raise self._too_big(key, len(data))
         return data
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, expected_sha256: str | None = None) -> Reference:
+        """The clip under ``key``. With ``expected_sha256`` (the digest the sender saw), a cached copy that differs
+        is read again, and a clip that still differs is refused: the voice was replaced after the job was made."""
         validate_key(key, field=_FIELD)
         with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None:
+            cached: Reference | None = self._cache.get(key)
+        if cached is not None and expected_sha256 in (None, cached.sha256):
             return cached
         data = self._local(key)
         if data is None:
             data = self._stored(key)
+        reference = Reference(data, hashlib.sha256(data).hexdigest())
         with self._lock:
-            self._cache[key] = data
-        return data
+            self._cache[key] = reference
+        if expected_sha256 is not None and reference.sha256 != expected_sha256:
+            raise BadInputError("voice_changed", f"the clip at {key!r} is not the one this job was made for (its "
+                                f"SHA-256 is {reference.sha256[:12]}…, the job expects {expected_sha256[:12]}…): the "
+                                "voice was replaced; enqueue the book again to render it in the new voice", _FIELD)
+        return reference

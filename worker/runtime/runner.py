@@ -26,9 +26,9 @@ from worker.audio import encode_wav
 from worker.contract import Job, JobResult, Timings
 from worker.engine.precision import job_precision
 from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
-from worker.errors import BadInputError, TransientError, WorkerLostError
+from worker.errors import BadInputError, SharedTimeLimitError, TransientError, WorkerLostError
 from worker.runtime.deliveries import LostRuns
-from worker.runtime.references import ReferenceStore
+from worker.runtime.references import Reference, ReferenceStore
 from worker.storage import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class JobOutcome:
     error: BadInputError | None = None  # failed for good: dead-lettered, not retried
     transient: Exception | None = None  # a fault outside the job: the task retries it
     duration_s: float = 0.0
+    identity: str | None = None  # Job.identity(): what dead letters are filed under (None: the job did not parse)
+    job: Job | None = None  # the parsed job, for what follows a stored segment (chapters, quality checks)
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,8 @@ class Engines(Protocol):
     precision: str
     fingerprint: str
 
-    def submit(self, requests: Sequence[SynthesisRequest], keys: Sequence[str], *, priority: int = 0,
-               alone: bool = False) -> tuple[Any, Any]: ...
+    def submit_many(self, tickets: Sequence[tuple[Sequence[SynthesisRequest], Sequence[str], bool]], *,
+                    priority: int = 0) -> list[tuple[Any, Any]]: ...
 
     def wait(self, submitted: tuple[Any, Any], timeout_s: float | None,
              hard_timeout_s: float | None) -> list[SynthesisOutput]: ...
@@ -89,11 +91,20 @@ def claimed_id(payload: object) -> str | None:
 
 
 def job_id_of(payload: object, fallback: str) -> str:
-    """The id a dead letter is filed under: the job's own, else the id it claims, else the caller's fallback."""
+    """The id a dead letter shows: the job's own, else the id it claims, else the caller's fallback."""
     try:
         return parse_job(payload).resolved_job_id()
     except BadInputError:
         return claimed_id(payload) or fallback
+
+
+def identity_of(payload: object, fallback: str) -> str:
+    """What a dead letter is filed under: the job's identity (its output and content), else a fallback that cannot
+    collide with another job's (the task id and the item's place in it)."""
+    try:
+        return parse_job(payload).identity()
+    except BadInputError:
+        return f"unparsed:{fallback}"
 
 
 class InFlight:
@@ -135,8 +146,9 @@ class JobRunner:
         self.max_lost_runs = max_lost_runs
         self.in_flight = InFlight()
 
-    def job_hash(self, job: Job) -> str:
-        return job.job_hash(self.engines.fingerprint, job_precision(self.engines.precision, job.params.use_fp16))
+    def job_hash(self, job: Job, clip: Reference) -> str:
+        return job.job_hash(self.engines.fingerprint, job_precision(self.engines.precision, job.params.use_fp16),
+                            clip.sha256)
 
     def run(self, payloads: Sequence[object], queue_s: float | None = None,
             limits: RunLimits = RunLimits()) -> list[JobOutcome]:
@@ -147,12 +159,15 @@ class JobRunner:
                 jobs.append((index, parse_job(payload)))
             except BadInputError as exc:
                 outcomes[index] = JobOutcome(claimed_id(payload), error=exc)
-        claimed = self._claim([job for _, job in jobs])
+        unique, copies = _deduplicated(jobs)
+        claimed = self._claim([job for _, job in unique])
         try:
-            self._run(jobs, outcomes, queue_s, limits)
+            self._run(unique, outcomes, queue_s, limits)
         finally:
             for key in claimed:
                 self.in_flight.release(key)
+        for index, original in copies:  # the same job twice in one message: run once, reported for both
+            outcomes[index] = outcomes[original]
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _claim(self, jobs: list[Job]) -> list[str]:
@@ -166,66 +181,80 @@ class JobRunner:
 
     def _run(self, jobs: list[tuple[int, Job]], outcomes: list[JobOutcome | None], queue_s: float | None,
              limits: RunLimits) -> None:
-        lost = self.lost_runs.counts([job.resolved_job_id() for _, job in jobs])
-        submitted = []
-        for index, job in jobs:
-            outcome = self._before_engine(job, lost.get(job.resolved_job_id(), 0), queue_s)
-            if outcome is not None:
-                outcomes[index] = outcome
-                continue
+        history = self.lost_runs.history([job.identity() for _, job in jobs])
+        ready: list[tuple[int, Job, Reference, bool]] = []
+        for index, job in jobs:  # every job's skip check and reference first, so they reach the engine together
+            lost, alone = history.get(job.identity(), (0, False))
             try:
-                request = self._request(job)
-            except (BadInputError, TransientError) as exc:
-                outcomes[index] = self._failed(job, exc)
-                continue
-            handle = self.engines.submit([request], [job.resolved_job_id()], priority=limits.priority,
-                                         alone=lost.get(job.resolved_job_id(), 0) > 0)
-            submitted.append((index, job, handle, time.monotonic()))
-        for index, job, handle, handed_over in submitted:
-            outcomes[index] = self._collect(job, handle, handed_over, queue_s, limits)
+                prepared = self._before_engine(job, lost, queue_s)
+            except Exception as exc:  # a bug, not the job's fault: this job fails alone, its companions go on
+                log.exception("job %s failed before synthesis", job.resolved_job_id())
+                prepared = self._outcome(job, error=_internal(exc))
+            if isinstance(prepared, JobOutcome):
+                outcomes[index] = prepared
+            else:
+                ready.append((index, job, prepared, alone or lost > 0))
+        if not ready:
+            return
+        handles = self.engines.submit_many([([self._request(job, clip)], [job.identity()], alone)
+                                            for _, job, clip, alone in ready], priority=limits.priority)
+        handed_over = time.monotonic()
+        for (index, job, clip, _), handle in zip(ready, handles, strict=True):
+            try:
+                outcomes[index] = self._collect(job, clip, handle, handed_over, queue_s, limits)
+            except Exception as exc:
+                log.exception("job %s failed after synthesis", job.resolved_job_id())
+                outcomes[index] = self._outcome(job, error=_internal(exc))
 
-    def _before_engine(self, job: Job, lost: int, queue_s: float | None) -> JobOutcome | None:
-        """Skipped (already stored), dead (lost too often), unreachable storage, or None: the job must run."""
+    def _before_engine(self, job: Job, lost: int, queue_s: float | None) -> JobOutcome | Reference:
+        """Skipped (already stored), dead (lost too often), unreachable storage or a bad reference; else the clip the
+        job runs with."""
         if lost >= self.max_lost_runs:
-            return JobOutcome(job.resolved_job_id(), job.resolved_key(), error=WorkerLostError(
+            return self._outcome(job, error=WorkerLostError(
                 f"the process running this job died {lost} times (F5_MAX_LOST_RUNS={self.max_lost_runs}); it is "
                 "not run again"))
         try:
-            return self._already_stored(job, queue_s)
+            clip = self.references.get(job.voice.ref_audio, job.voice.sha256)
+            return self._already_stored(job, clip, queue_s) or clip
         except (BadInputError, TransientError) as exc:
             return self._failed(job, exc)
 
+    def _outcome(self, job: Job, **fields: Any) -> JobOutcome:
+        return JobOutcome(job.resolved_job_id(), job.resolved_key(), identity=job.identity(), job=job, **fields)
+
     def _failed(self, job: Job, exc: Exception) -> JobOutcome:
         if isinstance(exc, BadInputError):
-            return JobOutcome(job.resolved_job_id(), job.resolved_key(), error=exc)
-        return JobOutcome(job.resolved_job_id(), job.resolved_key(), transient=exc)
+            return self._outcome(job, error=exc)
+        return self._outcome(job, transient=exc)
 
-    def _request(self, job: Job) -> SynthesisRequest:
-        audio = self.references.get(job.voice.ref_audio)
-        voice = VoiceInput(audio, job.voice.ref_text, job.voice.preprocess)
+    def _request(self, job: Job, clip: Reference) -> SynthesisRequest:
+        voice = VoiceInput(clip.data, job.voice.ref_text, job.voice.preprocess, clip.sha256)
         return SynthesisRequest(job.text, voice, job.params, job.resolved_seed())
 
-    def _collect(self, job: Job, handle, handed_over: float, queue_s: float | None,
+    def _collect(self, job: Job, clip: Reference, handle: Any, handed_over: float, queue_s: float | None,
                  limits: RunLimits) -> JobOutcome:
         try:
             output = self.engines.wait(handle, limits.timeout_s, limits.hard_timeout_s)[0]
+        except SharedTimeLimitError as exc:  # not this job's fault: it runs alone next time, and fails only then
+            self.lost_runs.run_alone([job.identity()])
+            return self._failed(job, exc)
         except (BadInputError, TransientError) as exc:
             return self._failed(job, exc)
         if output.error is not None:
             return self._failed(job, output.error)
         try:
-            outcome = self._store(job, output, queue_s, time.monotonic() - handed_over)
+            outcome = self._store(job, clip, output, queue_s, time.monotonic() - handed_over)
         except (BadInputError, TransientError) as exc:
             return self._failed(job, exc)
-        self.lost_runs.forget([job.resolved_job_id()])
+        self.lost_runs.forget([job.identity()])
         return outcome
 
-    def _already_stored(self, job: Job, queue_s: float | None) -> JobOutcome | None:
+    def _already_stored(self, job: Job, clip: Reference, queue_s: float | None) -> JobOutcome | None:
         info = self.storage.head(job.resolved_key())
-        if info is None or info.metadata.get(c.META_JOB_HASH) != self.job_hash(job):
+        if info is None or info.metadata.get(c.META_JOB_HASH) != self.job_hash(job, clip):
             return None
-        return JobOutcome(job.resolved_job_id(), info.key, self._result(job, info, queue_s), None, None,
-                          float(info.metadata.get(c.META_DURATION, 0.0)))
+        return self._outcome(job, result=self._result(job, info, queue_s),
+                             duration_s=float(info.metadata.get(c.META_DURATION, 0.0)))
 
     def _result(self, job: Job, info: ObjectInfo, queue_s: float | None, inference_s: float = 0.0,
                 upload_s: float = 0.0, skipped: bool = True, batch_wait_s: float | None = None) -> JobResult:
@@ -233,26 +262,28 @@ class JobRunner:
         duration = float(meta.get(c.META_DURATION, 0.0))
         return JobResult(
             job_id=job.resolved_job_id(), key=info.key, bytes=info.size, sha256=meta.get(c.META_SHA256, ""),
-            duration_s=duration, sample_rate=c.SAMPLE_RATE, seed=job.resolved_seed(), skipped=skipped,
+            duration_s=duration, sample_rate=c.SAMPLE_RATE, seed=int(meta.get(c.META_SEED, job.resolved_seed())),
+            skipped=skipped,
             timings=Timings(queue_s=queue_s, inference_s=inference_s, upload_s=upload_s, batch_wait_s=batch_wait_s),
             rtf=(inference_s / duration) if duration and not skipped else None,
             precision=meta.get(c.META_PRECISION, ""), model=meta.get(c.META_MODEL, ""), metadata=job.metadata)
 
-    def _store(self, job: Job, output: SynthesisOutput, queue_s: float | None, waited_s: float) -> JobOutcome:
+    def _store(self, job: Job, clip: Reference, output: SynthesisOutput, queue_s: float | None,
+               waited_s: float) -> JobOutcome:
         data = encode_wav(output.waveform, output.sample_rate)
-        metadata = self._metadata(job, output, data)
+        metadata = self._metadata(job, clip, output, data)
         start = time.perf_counter()
         self.storage.put(job.resolved_key(), data, metadata, content_type="audio/wav")
         upload_s = time.perf_counter() - start
         info = ObjectInfo(job.resolved_key(), len(data), metadata)
         result = self._result(job, info, queue_s, output.inference_s, upload_s, skipped=False,
                               batch_wait_s=max(0.0, waited_s - output.inference_s))
-        return JobOutcome(job.resolved_job_id(), info.key, result, None, None, output.duration_s)
+        return self._outcome(job, result=result, duration_s=output.duration_s)
 
-    def _metadata(self, job: Job, output: SynthesisOutput, data: bytes) -> dict[str, Any]:
+    def _metadata(self, job: Job, clip: Reference, output: SynthesisOutput, data: bytes) -> dict[str, str]:
         return {
             c.META_JOB_ID: job.resolved_job_id(),
-            c.META_JOB_HASH: self.job_hash(job),
+            c.META_JOB_HASH: self.job_hash(job, clip),
             c.META_TEXT_SHA256: hashlib.sha256(job.text.encode("utf-8")).hexdigest(),
             c.META_SEED: str(job.resolved_seed()),
             c.META_MODEL: self.engines.model_name,
@@ -260,4 +291,22 @@ class JobRunner:
             c.META_SHA256: hashlib.sha256(data).hexdigest(),
             c.META_DURATION: f"{output.duration_s:.6f}",
             c.META_PRECISION: output.precision,
+            c.META_REF_SHA256: clip.sha256,
         }
+
+
+def _deduplicated(jobs: list[tuple[int, Job]]) -> tuple[list[tuple[int, Job]], list[tuple[int, int]]]:
+    """The distinct jobs of a message (by identity), and (index, index of its first copy) for the repeats."""
+    first: dict[str, int] = {}
+    unique, copies = [], []
+    for index, job in jobs:
+        if job.identity() in first:
+            copies.append((index, first[job.identity()]))
+        else:
+            first[job.identity()] = index
+            unique.append((index, job))
+    return unique, copies
+
+
+def _internal(exc: Exception) -> BadInputError:
+    return BadInputError("internal_error", f"{type(exc).__name__}: {exc}")

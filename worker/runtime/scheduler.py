@@ -4,9 +4,16 @@ Pure Python (no torch, no model), so its policy is tested on its own. Every chun
 pool; each time the engine is free, the planner packs the pool into candidate passes (one length bucket and one
 sampling group each, within the frame budget) and the scheduler picks one:
 
-- a pass is *ready* when it is full (no chunk of its bucket could join), when its oldest chunk has waited
-  ``max_wait_s``, or when it holds a job that must run alone;
-- among ready passes, the most urgent wins (the lowest priority number, as Redis orders them), then the oldest;
+- a pass is *ready* when it is full (no chunk of its bucket could join), when nothing more is being prepared (the
+  engine never idles waiting for work that has not arrived: a lone job starts at once, and what arrives meanwhile
+  gathers for the next pass), when its oldest chunk has waited ``max_wait_s`` (the bound while more is on its way), or
+  when it holds a job that must run alone;
+- among ready passes, the most urgent wins: the lowest priority number (as Redis orders them), raised by one step for
+  every ``age_step_s`` a chunk has waited, so that a book is never starved by a stream of interactive requests; then
+  the oldest;
+- while interactive work (priority 0) has been seen in the last ``interactive_window_s``, other passes are cut to what
+  the measured pass cost says fits in ``interactive_target_s``: a request that arrives then waits at most about that
+  long for the pass in flight;
 - when none is ready, the engine waits until the first one will be, or until new work arrives.
 
 With a deep queue the pool always holds more than a pass, so passes leave full, whatever the jobs' lengths or how they
@@ -24,6 +31,7 @@ from typing import Any
 from worker.planner import BatchPlan, PlanItem, PlannerConfig, plan_batches
 
 DEFAULT_PRIORITY = 0  # a message without one: kombu's Redis transport files it with priority 0
+INTERACTIVE_PRIORITY = 0  # the gateway's /tts (worker.constants.PRIORITY_INTERACTIVE)
 
 
 @dataclass
@@ -67,13 +75,61 @@ class Pass:
         return list({id(t): t for t, _, _ in self.entries}.values())
 
 
+class PassCost:
+    """Seconds per unit of work (rows × padded frames × steps × 2 with CFG), per precision, from the passes run:
+    what the interactive bound sizes passes with. An exponential average follows a warming or loaded device."""
+
+    def __init__(self, smoothing: float = 0.3) -> None:
+        self.smoothing = smoothing
+        self._rate: dict[Hashable, float] = {}
+
+    @staticmethod
+    def _sampling(plan: BatchPlan) -> tuple:
+        """(precision, steps, sway, CFG) of a plan's rows, through the wrapping of jobs that run alone."""
+        group = plan.group
+        if isinstance(group, tuple) and len(group) == 3 and group[1] == "alone":
+            group = group[0]
+        return group if isinstance(group, tuple) and len(group) == 4 else (group, 1, None, False)
+
+    @classmethod
+    def work(cls, plan: BatchPlan, rows: int | None = None) -> float:
+        _, steps, _, cfg = cls._sampling(plan)
+        return (plan.size if rows is None else rows) * plan.frames * max(1, int(steps)) * (2 if cfg else 1)
+
+    @classmethod
+    def _key(cls, plan: BatchPlan) -> Hashable:
+        return cls._sampling(plan)[0]
+
+    def observe(self, plan: BatchPlan, seconds: float) -> None:
+        work = self.work(plan)
+        if work <= 0 or seconds <= 0:
+            return
+        rate, key = seconds / work, self._key(plan)
+        old = self._rate.get(key)
+        self._rate[key] = rate if old is None else old + self.smoothing * (rate - old)
+
+    def rows_within(self, plan: BatchPlan, seconds: float) -> int | None:
+        """How many of the plan's rows fit in ``seconds``; None while no pass of its kind has been measured."""
+        rate = self._rate.get(self._key(plan))
+        if rate is None:
+            return None
+        return max(1, int(seconds / (rate * self.work(plan, rows=1))))
+
+
 class PassScheduler:
     """Not thread-safe: the engine process calls it under one lock."""
 
-    def __init__(self, planner: PlannerConfig, max_wait_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, planner: PlannerConfig, max_wait_s: float, clock: Callable[[], float] = time.monotonic,
+                 interactive_target_s: float | None = None, interactive_window_s: float = 30.0,
+                 age_step_s: float = 10.0):
         self.planner = planner
         self.max_wait_s = max_wait_s
         self.clock = clock
+        self.interactive_target_s = interactive_target_s
+        self.interactive_window_s = interactive_window_s
+        self.age_step_s = age_step_s
+        self.cost = PassCost()
+        self._last_interactive: float | None = None
         self._pool: dict[Hashable, tuple[Ticket, int, int, Any]] = {}
         self.tickets: dict[int, Ticket] = {}
 
@@ -84,6 +140,8 @@ class PassScheduler:
         """A prepared ticket: its chunks join the pool (requests that failed preparation have none)."""
         ticket.seconds = [0.0] * len(ticket.prepared)
         self.tickets[ticket.id] = ticket
+        if ticket.priority <= INTERACTIVE_PRIORITY:
+            self._last_interactive = self.clock()
         for r, prepared in enumerate(ticket.prepared):
             for k, chunk in enumerate(prepared.chunks):
                 self._pool[(ticket.id, r, k)] = (ticket, r, k, chunk)
@@ -105,8 +163,9 @@ class PassScheduler:
     def _group(self, ticket: Ticket, chunk: Any) -> Hashable:
         return (chunk.group, "alone", ticket.id) if ticket.alone else chunk.group
 
-    def next_pass(self) -> Pass | float | None:
-        """The pass to run now; else the seconds until one will be ready; None when the pool is empty."""
+    def next_pass(self, preparing: int = 0) -> Pass | float | None:
+        """The pass to run now; else the seconds until one will be ready; None when the pool is empty.
+        ``preparing``: tickets handed over but not yet in the pool (work that is about to arrive)."""
         if not self._pool:
             return None
         items = [PlanItem(key, chunk.frames, self._group(ticket, chunk))
@@ -116,21 +175,50 @@ class PassScheduler:
         for plan in plan_batches(items, self.planner):
             owners = [self._pool[item.id][0] for item in plan.items]
             oldest = min(t.submitted for t in owners)
-            ready = self.planner.full(plan) or any(t.alone for t in owners) or now - oldest >= self.max_wait_s - 1e-6
+            ready = (self.planner.full(plan) or preparing == 0 or any(t.alone for t in owners)
+                     or now - oldest >= self.max_wait_s - 1e-6)
             if not ready:
                 until = oldest + self.max_wait_s - now
                 wait = until if wait is None else min(wait, until)
                 continue
-            key = (min(t.priority for t in owners), oldest)
+            key = (min(self._urgency(t, now) for t in owners), oldest)
             if best_key is None or key < best_key:
                 best, best_key = plan, key
         if best is None:
             return max(wait or 0.0, 0.0)
+        best = self._bounded(best, now)
         entries = []
         for item in best.items:
             ticket, r, k, _ = self._pool.pop(item.id)
             entries.append((ticket, r, k))
         return Pass(best, tuple(entries))
+
+    def _urgency(self, ticket: Ticket, now: float) -> float:
+        """Priority, better by one step for every ``age_step_s`` waited (ageing: nothing waits forever)."""
+        return ticket.priority - (now - ticket.submitted) / self.age_step_s
+
+    def _bounded(self, plan: BatchPlan, now: float) -> BatchPlan:
+        """A non-interactive pass, cut to fit the interactive target while interactive work is about."""
+        if (self.interactive_target_s is None or self._last_interactive is None
+                or now - self._last_interactive > self.interactive_window_s):
+            return plan
+        if any(self._pool[item.id][0].priority <= INTERACTIVE_PRIORITY for item in plan.items):
+            return plan
+        rows = self.cost.rows_within(plan, self.interactive_target_s)
+        if rows is None or rows >= plan.size:
+            return plan
+        return BatchPlan(plan.items[:rows], plan.frames, plan.group)
+
+    def observe(self, chosen: Pass, seconds: float) -> None:
+        """A pass ran in ``seconds``: the cost model learns from it."""
+        self.cost.observe(chosen.plan, seconds)
+
+    def abandon(self, chosen: Pass, error: BaseException) -> None:
+        """Something failed around the pass (not in it): its tickets fail, and their other chunks leave the pool."""
+        for ticket in chosen.tickets:
+            if ticket.error is None:
+                ticket.error = error
+            self._drop(ticket)
 
     def complete(self, chosen: Pass, waves: Sequence[Any], seconds: float) -> None:
         """The pass ran: each chunk's waveform goes to its ticket, with its share of the pass's time."""
