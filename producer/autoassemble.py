@@ -26,6 +26,7 @@ class ChapterCloser:
         self.closed: set[int] = set()
         self.finalized: set[int] = set()
         self.sent = 0
+        self.stored: set[str] = set()  # keys already in storage when the run began: nobody will store them again
 
     def produced(self, message: Message) -> None:
         chapters = [entry.chapter for entry in message.entries]
@@ -56,5 +57,5 @@ class ChapterCloser:
             return
         self.finalized.add(chapter)
         entries = sorted(self.entries[chapter], key=lambda e: e["index"])
-        self.tracker.expect(self.book, chapter, entries, self.options)
+        self.tracker.expect(self.book, chapter, entries, self.options, stored=self.stored)
         self.sent += self.tracker.send_if_complete(self.app, self.book, chapter)

@@ -6,7 +6,8 @@ import click
 
 from producer import logs
 from producer.cmd_assemble import assemble
-from producer.cmd_enqueue import enqueue, resume
+from producer.cmd_enqueue import enqueue
+from producer.cmd_resume import resume
 from producer.cmd_serve import serve
 from producer.cmd_status import status, voice
 from producer.synth import synth

@@ -2,11 +2,17 @@
 
 Used by ``f5-batch enqueue`` and by ``f5-batch resume`` when an earlier enqueue was interrupted. Messages are published
 by a child process (``producer.pipelined``) while this process reads and segments the corpus. Each manifest line is
-written once its message is confirmed, in the book's reading order. The run says what it is doing on a terminal or
-not, and says why when it waits: a full queue that nothing drains means no worker is consuming it.
+written once its message is confirmed (or found not to need sending), in the book's reading order, into a partial
+manifest written afresh by every run: a run never appends to what an earlier run wrote, so a changed corpus can never
+leave a manifest of two segmentations, and a line cut short by a power loss is simply written again.
 
-Interrupting it (Ctrl-C, SIGTERM) stops publishing at once and leaves the partial manifest and the book record as
-they are: ``f5-batch resume BOOK`` (or the same ``enqueue`` again) continues from there.
+A segment is sent only if nothing can still produce its audio: its key is not in storage, and no message in the broker
+(waiting, or held by a worker) carries it (``worker.broker.inventory``). So running ``enqueue`` or ``resume`` again,
+interrupted or not, sends each missing segment exactly once.
+
+The run says what it is doing on a terminal or not, and says why when it waits: a full queue that nothing drains means
+no worker is consuming it. Interrupting it (Ctrl-C, SIGTERM) stops publishing at once and leaves the partial manifest
+and the book record as they are: ``f5-batch resume BOOK`` (or the same ``enqueue`` again) continues from there.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from producer.jobs import Message
@@ -25,8 +31,8 @@ from producer.progress import Reporter
 
 @dataclass
 class EnqueueResult:
-    segments: int  # manifest lines written (published by this run or an earlier one)
-    skipped: int  # segments an earlier run had already published
+    segments: int  # manifest lines written
+    skipped: int  # segments not sent: their audio is stored, or a message in the broker carries them
     published: int  # messages sent by this run
     waited_s: float  # time spent blocked on a full queue
     elapsed_s: float
@@ -86,8 +92,7 @@ class _Run:
         for seq in seqs:
             message = self.in_flight.pop(seq)
             for ordinal, entry in zip(message.ordinals, message.entries, strict=True):
-                if ordinal >= self.writer.next_ordinal:  # lower ones are in the manifest from an earlier run
-                    self.writer.add(ordinal, entry)
+                self.writer.add(ordinal, entry)
             if self.closer is not None:
                 self.closer.confirmed(message)
             self.reporter.update(advance=sum(len(e.text.encode()) for e in message.entries))
@@ -99,16 +104,18 @@ class _Run:
         self.reporter.tick()
 
 
-def publish_book(messages: Iterable[Message], files: ManifestFiles, already: set[tuple[str, str]], *, queue: str,
+def publish_book(messages: Iterable[Message], files: ManifestFiles, not_needed: set[str], *, queue: str,
                  max_queued: int, priority: int | None, title: str, total_bytes: int, interval_s: float,
-                 closer=None) -> EnqueueResult:
-    """Publish every message not already published, and write the manifest in reading order as they are confirmed."""
+                 closer=None, known_tasks: dict[str, str] | None = None) -> EnqueueResult:
+    """Publish what each message carries that is not in ``not_needed`` (keys stored, or carried by a message in the
+    broker), and write the manifest afresh, in reading order, as messages are confirmed. A segment not sent is listed
+    with the task that does carry it (``known_tasks``: key -> task id, from the broker or the previous manifest)."""
+    known_tasks = known_tasks or {}
     files.folder.mkdir(parents=True, exist_ok=True)
     skipped = 0
     watch = BlockedWatch(queue, max_queued, hint_after_s=max(2 * interval_s, 1.0))
-    with files.partial.open("a", encoding="utf-8") as out, Reporter(title, total_bytes, "bytes", interval_s) as rep:
+    with files.partial.open("w", encoding="utf-8") as out, Reporter(title, total_bytes, "bytes", interval_s) as rep:
         writer = ReadingOrderWriter(out)
-        writer.next_ordinal = len(already_lines(files))
         run = _Run(rep, writer, watch, closer)
         rep.describe = run.describe
         publisher = PipelinedPublisher(queue, max_queued, run.confirmed, priority, on_blocked=run.blocked)
@@ -117,11 +124,15 @@ def publish_book(messages: Iterable[Message], files: ManifestFiles, already: set
                 run.in_flight[seq] = message
                 if closer is not None:
                     closer.produced(message)
-                if all((entry.id, entry.task_id) in already for entry in message.entries):
+                needed = message.only({e.key for e in message.entries if e.key not in not_needed})
+                message = run.in_flight[seq] = _listed_with_their_tasks(message, needed, known_tasks)
+                if needed is None:
                     skipped += len(message.entries)
-                    run.confirmed([seq])  # published by an earlier run: recorded in order, not sent again
+                    run.confirmed([seq])  # stored, or still on its way: listed in order, not sent again
                     continue
-                publisher.submit(seq, message.task, message.kwargs, message.task_id, message.summary)
+                skipped += len(message.entries) - len(needed.kwargs.get("jobs", [needed.kwargs.get("job")]))
+                not_needed.update(e.key for e in message.entries)  # a key twice in a book is sent once
+                publisher.submit(seq, needed.task, needed.kwargs, needed.task_id, needed.summary)
             publisher.finish()
             if closer is not None:
                 closer.finish()
@@ -137,11 +148,14 @@ def publish_book(messages: Iterable[Message], files: ManifestFiles, already: set
                          time.monotonic() - run.started)
 
 
-def already_lines(files: ManifestFiles) -> list[str]:
-    """Lines an earlier, interrupted run left in the partial manifest (a reading-order prefix of the book)."""
-    if not files.partial.exists():
-        return []
-    return [line for line in files.partial.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _listed_with_their_tasks(message: Message, needed: Message | None, known: dict[str, str]) -> Message:
+    """The message, each entry pointing at the task that will produce its audio: this message's for the jobs it
+    sends, the known carrier's for the others (already stored, or on their way in another message)."""
+    sent = set() if needed is None else {job["output"]["key"] for job in
+                                         needed.kwargs.get("jobs", [needed.kwargs.get("job")])}
+    entries = [entry if entry.key in sent or entry.key not in known else
+               entry.model_copy(update={"task_id": known[entry.key]}) for entry in message.entries]
+    return replace(message, entries=entries)
 
 
 def corpus_size(path: Path) -> int:

@@ -1,17 +1,26 @@
 """Turning a corpus into jobs: segments → contract jobs (single or batched) → published → manifest.
 
-Ids, keys and task ids are derived from the book, the position and the content, so running ``enqueue`` twice gives
-the same manifest, and a re-run after a crash skips what the partial manifest says was already published.
+A segment's output key is derived from what determines its audio (its spoken text, its voice's clip by digest and
+transcript, the parameters, the seed) inside its chapter's folder: ``books/BOOK/001/<digest>.wav``. So an edit to the
+text, the lexicon, the voice map or a clip changes exactly the keys of the segments it changes; every other segment
+keeps its key, finds its audio stored, and is not rendered again, wherever the edit moved it in the chapter.
+
+Job ids (``BOOK-001-00005``) say where a segment sits, for people and for dataset exports. Task ids are fresh for
+every message sent: a segment sent again after a failure or a revocation is a new run, never answered by an old
+state. Sending twice is prevented by looking, not by ids: a segment whose audio is stored, or that a message in the
+broker still carries, is not sent (see ``producer.enqueue``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from producer.cast import BookCast
 from producer.corpus import Segment
 from worker.books.manifest import BookRecord, ManifestEntry
 from worker.constants import TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
@@ -21,6 +30,7 @@ from worker.speech import estimated_frames
 
 BOOK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 BATCH_WINDOW = 8  # segments planned together = batch size × this
+KEY_DIGEST_CHARS = 20
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,7 @@ class Message:
 
     task: str
     task_id: str
-    kwargs: dict
+    kwargs: dict[str, Any]
     entries: list[ManifestEntry]
     ordinals: tuple[int, ...]  # each entry's position in the book's reading order (0-based): the manifest's order
 
@@ -42,75 +52,95 @@ class Message:
             return f"{{'job': {first.id!r} -> {first.key!r}: {text!r}}}"
         return f"{{'jobs': {len(self.entries)} segments from {first.id!r}: {text!r}}}"
 
-
-def segment_key(prefix: str, book: str, segment: Segment) -> str:
-    return f"{prefix}/{book}/{segment.chapter:03d}/{segment.index:05d}.wav" if prefix else \
-        f"{book}/{segment.chapter:03d}/{segment.index:05d}.wav"
-
-
-def _book_job(record: BookRecord, job_id: str, text: str, key: str, chapter: int, index: int) -> Job:
-    """The one place a book's job is built, for enqueue and resume alike (same hash, same task id)."""
-    return Job(
-        job_id=job_id,
-        text=text,
-        voice=record.voice,
-        output={"key": key},
-        params=record.params,
-        metadata={"book": record.book, "chapter": chapter, "index": index,
-                  **({"assemble": True} if record.extra.get("assemble") else {})},
-    )
+    def only(self, keys: set[str]) -> Message | None:
+        """This message carrying only the jobs whose output keys are in ``keys`` (None when none is left); its entries
+        stay whole, since the manifest lists every segment."""
+        if self.task == TASK_SYNTHESIZE:
+            return self if self.kwargs["job"]["output"]["key"] in keys else None
+        jobs = [job for job in self.kwargs["jobs"] if job["output"]["key"] in keys]
+        if not jobs:
+            return None
+        return replace(self, kwargs={"jobs": jobs}) if len(jobs) < len(self.kwargs["jobs"]) else self
 
 
-def segment_job(record: BookRecord, segment: Segment) -> Job:
-    return _book_job(record, f"{record.book}-{segment.chapter:03d}-{segment.index:05d}", segment.text,
-                     segment_key(record.prefix, record.book, segment), segment.chapter, segment.index)
+def fresh_task_id(base: str) -> str:
+    return f"{base}.{uuid.uuid4().hex[:12]}"
 
 
-def entry_job(record: BookRecord, entry: ManifestEntry) -> Job:
-    """A manifest line's job again, as ``segment_job`` made it: for ``resume``."""
-    return _book_job(record, entry.id, entry.normalized, entry.key, entry.chapter, entry.index)
+class BookJobs:
+    """How a book's segments become jobs: its record (parameters, prefix, flags) and its cast (voices)."""
 
+    def __init__(self, record: BookRecord, cast: BookCast | None) -> None:
+        self.record = record
+        self.cast = cast
 
-def single_task_id(job: Job) -> str:
-    return job.task_id()
+    def voice(self, name: str) -> tuple[VoiceSpec, JobParams]:
+        if self.cast is None or not name:
+            return self.record.voice, self.record.params
+        return self.cast.voice(name).spec, self.cast.params(name, self.record.params)
 
+    def planning_seconds(self, name: str, fallback: float) -> float:
+        return self.cast.voice(name).seconds if self.cast is not None and name else fallback
 
-def _entry(record: BookRecord, segment: Segment, job: Job, task: str, task_id: str) -> ManifestEntry:
-    return ManifestEntry(id=job.resolved_job_id(), book=record.book, chapter=segment.chapter,
-                         chapter_title=segment.chapter_title, index=segment.index, text=segment.raw,
-                         normalized=segment.text, key=job.resolved_key(), task_id=task_id, task=task,
-                         heading=segment.heading, paragraph_end=segment.paragraph_end, source_id=segment.source_id)
+    def _metadata(self, chapter: int, index: int) -> dict[str, Any]:
+        extra = self.record.extra
+        return {"book": self.record.book, "chapter": chapter, "index": index,
+                **({"assemble": True} if extra.get("assemble") else {}),
+                **({"qa": extra["qa"]} if extra.get("qa") else {})}
 
+    def job(self, job_id: str, text: str, voice_name: str, chapter: int, index: int, key: str | None = None) -> Job:
+        """The one place a book's job is built, for enqueue and resume alike (same content, same key)."""
+        voice, params = self.voice(voice_name)
+        job = Job(job_id=job_id, text=text, voice=voice, params=params, metadata=self._metadata(chapter, index))
+        key = key or self.segment_key(chapter, job)
+        return job.model_copy(update={"output": job.output.model_copy(update={"key": key})})
 
-def single_messages(record: BookRecord, stream: Iterator[Segment]) -> Iterator[Message]:
-    for ordinal, segment in enumerate(stream):
-        job = segment_job(record, segment)
-        task_id = single_task_id(job)
-        yield Message(TASK_SYNTHESIZE, task_id, {"job": job.model_dump(mode="json", exclude_none=True)},
-                      [_entry(record, segment, job, TASK_SYNTHESIZE, task_id)], (ordinal,))
+    def segment_key(self, chapter: int, job: Job) -> str:
+        folder = f"{self.record.prefix}/{self.record.book}" if self.record.prefix else self.record.book
+        return f"{folder}/{chapter:03d}/{job.content_hash()[:KEY_DIGEST_CHARS]}.wav"
 
+    def segment_job(self, segment: Segment) -> Job:
+        return self.job(f"{self.record.book}-{segment.chapter:03d}-{segment.index:05d}", segment.text, segment.voice,
+                        segment.chapter, segment.index)
 
-def batch_messages(record: BookRecord, stream: Iterator[Segment], ref_seconds: float) -> Iterator[Message]:
-    """Segments of similar length grouped into ``synthesize_batch`` jobs by the worker's own planner."""
-    config = PlannerConfig(frame_budget=record.batch_size * 4096, max_batch=record.batch_size)
-    offset = 0
-    while window := list(itertools.islice(stream, record.batch_size * BATCH_WINDOW)):
-        voice, speed = record.voice, record.params.speed
-        items = [PlanItem(id=i, frames=estimated_frames(ref_seconds, voice.ref_text, s.text, speed))
-                 for i, s in enumerate(window)]
-        plans = plan_batches(items, config)
-        for plan in sorted(plans, key=lambda p: min(item.id for item in p.items)):
-            positions = sorted(item.id for item in plan.items)
-            members = [window[position] for position in positions]
-            jobs = [segment_job(record, s) for s in members]
-            digest = hashlib.sha256("|".join(f"{j.resolved_job_id()}:{j.content_hash()}" for j in jobs).encode())
-            first = members[0]
-            task_id = f"{record.book}-{first.chapter:03d}-{first.index:05d}-batch.{digest.hexdigest()[:12]}"
-            kwargs = {"jobs": [j.model_dump(mode="json", exclude_none=True) for j in jobs]}
-            entries = [_entry(record, s, j, TASK_SYNTHESIZE_BATCH, task_id) for s, j in zip(members, jobs,
-                                                                                               strict=True)]
-            yield Message(TASK_SYNTHESIZE_BATCH, task_id, kwargs, entries, tuple(offset + p for p in positions))
-        offset += len(window)
+    def entry_job(self, entry: ManifestEntry) -> Job:
+        """A manifest line's job again, as ``segment_job`` made it: for ``resume``."""
+        return self.job(entry.id, entry.normalized, entry.voice, entry.chapter, entry.index, entry.key)
+
+    def entry(self, segment: Segment, job: Job, task: str, task_id: str) -> ManifestEntry:
+        return ManifestEntry(id=job.resolved_job_id(), book=self.record.book, chapter=segment.chapter,
+                             chapter_title=segment.chapter_title, index=segment.index, text=segment.raw,
+                             normalized=segment.text, key=job.resolved_key(), task_id=task_id, task=task,
+                             heading=segment.heading, paragraph_end=segment.paragraph_end,
+                             source_id=segment.source_id, voice=segment.voice, pause_after_s=segment.pause_after_s)
+
+    def single_messages(self, stream: Iterator[Segment]) -> Iterator[Message]:
+        for ordinal, segment in enumerate(stream):
+            job = self.segment_job(segment)
+            task_id = fresh_task_id(job.resolved_job_id())
+            yield Message(TASK_SYNTHESIZE, task_id, {"job": job.model_dump(mode="json", exclude_none=True)},
+                          [self.entry(segment, job, TASK_SYNTHESIZE, task_id)], (ordinal,))
+
+    def batch_messages(self, stream: Iterator[Segment], ref_seconds: float) -> Iterator[Message]:
+        """Segments of similar length grouped into ``synthesize_batch`` jobs by the worker's own planner (segments
+        of different voices share messages, as they share the engine's passes)."""
+        size = self.record.batch_size
+        config = PlannerConfig(frame_budget=size * 4096, max_batch=size)
+        offset = 0
+        while window := list(itertools.islice(stream, size * BATCH_WINDOW)):
+            jobs = [self.segment_job(s) for s in window]
+            items = [PlanItem(id=i, frames=estimated_frames(self.planning_seconds(s.voice, ref_seconds),
+                                                            j.voice.ref_text, s.text, j.params.speed))
+                     for i, (s, j) in enumerate(zip(window, jobs, strict=True))]
+            for plan in sorted(plan_batches(items, config), key=lambda p: min(item.id for item in p.items)):
+                positions = sorted(item.id for item in plan.items)
+                first = window[positions[0]]
+                task_id = fresh_task_id(f"{self.record.book}-{first.chapter:03d}-{first.index:05d}-batch")
+                members = [(window[p], jobs[p]) for p in positions]
+                kwargs = {"jobs": [j.model_dump(mode="json", exclude_none=True) for _, j in members]}
+                entries = [self.entry(s, j, TASK_SYNTHESIZE_BATCH, task_id) for s, j in members]
+                yield Message(TASK_SYNTHESIZE_BATCH, task_id, kwargs, entries, tuple(offset + p for p in positions))
+            offset += len(window)
 
 
 def book_record(book: str, prefix: str, voice: VoiceSpec, params: JobParams, lang: str, max_chars: int,

@@ -46,8 +46,8 @@ class ReadingOrderWriter:
 
     Batched messages group segments by length, so they are published (and confirmed) out of reading order. Each line
     waits here until every line before it is written; the file is therefore always a reading-order prefix of the
-    book, and a crash leaves at most the waiting lines unwritten (a re-run sends them again, and the worker skips
-    audio that already exists).
+    book, and a crash leaves at most the waiting lines unwritten (a re-run finds their messages in the broker, or their
+    audio stored, and writes them without sending them again).
     """
 
     def __init__(self, out: TextIO) -> None:
@@ -67,6 +67,7 @@ class ReadingOrderWriter:
             written += 1
         if written:
             self.out.flush()
+            os.fsync(self.out.fileno())  # what the manifest lists was published: it must survive a power loss
         return written
 
     @property

@@ -27,6 +27,7 @@ class Paragraph:
     raw: str  # exact source text, trailing blank lines included
     source_id: str | None = None  # dataset record id (.jsonl), epub document name
     chapter_hint: str | None = None  # a chapter break the format itself declares (epub documents, jsonl records)
+    line: int | None = None  # where it starts in the file (1-based), for error messages
 
     @property
     def text(self) -> str:
@@ -74,19 +75,20 @@ def decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                 return
 
 
-def paragraphs_from_lines(lines: Iterator[str]) -> Iterator[Paragraph]:
+def paragraphs_from_lines(lines: Iterator[str], first_line: int = 1) -> Iterator[Paragraph]:
     """Group lines into paragraphs: text lines followed by the blank lines after them."""
     current: list[str] = []
     seen_blank = False
-    for line in lines:
+    start = first_line
+    for number, line in enumerate(lines, start=first_line):
         blank = not line.strip()
         if current and seen_blank and not blank:
-            yield Paragraph("".join(current))
-            current, seen_blank = [], False
+            yield Paragraph("".join(current), line=start)
+            current, seen_blank, start = [], False, number
         current.append(line)
         seen_blank = seen_blank or (blank and any(part.strip() for part in current))
     if current:
-        yield Paragraph("".join(current))
+        yield Paragraph("".join(current), line=start)
 
 
 def jsonl_paragraphs(path: Path, encoding: str) -> Iterator[Paragraph]:
@@ -100,7 +102,7 @@ def jsonl_paragraphs(path: Path, encoding: str) -> Iterator[Paragraph]:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise CorpusError(f'{path}:{number}: each line must be an object with "id" and "text"')
         record_id = str(record.get("id", number))
-        yield Paragraph(record["text"] + "\n", source_id=record_id, chapter_hint=None)
+        yield Paragraph(record["text"] + "\n", source_id=record_id, chapter_hint=None, line=number)
 
 
 _TAGS = re.compile(r"<[^>]+>")

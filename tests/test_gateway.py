@@ -200,7 +200,7 @@ def test_tts_with_no_worker_answers_202_with_a_location_that_leads_to_the_audio(
 
 
 def test_a_gateway_client_cannot_write_a_books_keys(edge, s3_server):
-    _, gateway, bucket = edge
+    _, gateway, _ = edge
     job = {"text": "Sobrescribo un libro.", "voice": {"ref_audio": "voices/solista.wav", "ref_text": REF_TEXT}}
     for key in ("books/quijote/001/00001.wav", "voices/solista.wav", "chapters/001.wav"):
         refused = requests.post(f"{gateway.url}/v1/jobs", json={**job, "output": {"key": key}}, headers=AUTH,

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(600)
 def local_env(redis_server, prepared_random_weights, tmp_path, ref_wav_path):
     """Environment for the CLI and a worker sharing a local storage folder and a queue of their own."""
     queue = f"q{time.monotonic_ns()}"
-    env = worker_env(redis_server.url, f"file://{tmp_path / 'store'}", prepared_random_weights, F5_QUEUE=queue)
+    env = worker_env(redis_server.url, f"file://{tmp_path / 'store'}", prepared_random_weights, F5_QUEUE=queue,
+                     F5_BROKER_RENEW_S="1")  # a killed worker's messages are known dead after 3 s
     done = cli(env, "voice", "add", "narrador", str(ref_wav_path), "--text", REF_TEXT)
     assert done.returncode == 0, done.stderr
     return env
@@ -37,13 +38,23 @@ def _stored(env: dict[str, str], book: str) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in (root / "books" / book).glob("[0-9]*/*.wav"))
 
 
-def test_two_runs_give_identical_manifests(local_env, quijote_path, tmp_path):
+def test_two_runs_give_identical_manifests_and_the_second_sends_nothing(local_env, quijote_path, tmp_path,
+                                                                        redis_server):
     corpus = two_chapters(quijote_path, tmp_path)
+    runs = []
     for folder in ("first", "second"):
         done = cli(local_env, "enqueue", str(corpus), "--book", "same", "--voice", "narrador", "--manifest-dir",
                    str(tmp_path / folder))
         assert done.returncode == 0, done.stderr
-    assert (tmp_path / "first" / "same.jsonl").read_bytes() == (tmp_path / "second" / "same.jsonl").read_bytes()
+        runs.append(done.stdout + done.stderr)
+
+    def without_task_ids(folder: str) -> list[dict]:  # every send gets a fresh task id
+        return [{k: v for k, v in line.items() if k != "task_id"} for line in _manifest(tmp_path / folder, "same")]
+
+    assert without_task_ids("first") == without_task_ids("second")
+    assert " 0 messages published" in runs[1], runs[1]  # every segment is still on its way: nothing sent twice
+    messages = queued(redis_server.client(), local_env["F5_QUEUE"])
+    assert 0 < messages == len({line["task_id"] for line in _manifest(tmp_path / "first", "same")})
 
 
 def test_worker_killed_halfway_then_resume_completes_without_duplicates(local_env, quijote_path, tmp_path,

@@ -128,21 +128,37 @@ def test_manifest_keeps_raw_and_normalised_text(tmp_path):
 
 @pytest.mark.parametrize("assemble", [None, "flac"])
 def test_resume_rebuilds_exactly_the_enqueued_job(quijote, assemble):
-    """``resume`` rebuilds a job from its manifest line: the same job (hash, task id, and the ``assemble`` flag that
+    """``resume`` rebuilds a job from its manifest line: the same job (content, key, and the ``assemble`` flag that
     makes workers count it towards its chapter)."""
-    from producer.jobs import book_record, entry_job, single_messages, single_task_id
+    from producer.jobs import BookJobs, book_record
     from worker.contract import JobParams, VoiceSpec
 
-    record = book_record("q", "books", VoiceSpec(ref_audio="voices/v.wav", ref_text="Hola."), JobParams(), "es",
-                         LIMIT, 1, None, Path("quijote.txt"))
+    record = book_record("q", "books", VoiceSpec(ref_audio="voices/v.wav", ref_text="Hola.", sha256="a" * 64),
+                         JobParams(), "es", LIMIT, 1, None, Path("quijote.txt"))
     record.extra["assemble"] = assemble
-    for message in single_messages(record, iter(quijote[:30])):
+    jobs = BookJobs(record, None)
+    for message in jobs.single_messages(iter(quijote[:30])):
         entry = message.entries[0]
-        again = entry_job(record, entry)
+        again = jobs.entry_job(entry)
         assert again.model_dump(mode="json", exclude_none=True) == message.kwargs["job"]
-        assert single_task_id(again) == message.task_id == entry.task_id
+        assert entry.task_id == message.task_id and entry.key == again.resolved_key()
         assert again.metadata.get("assemble") is (True if assemble else None)
 
+
+def test_a_segment_key_follows_its_content_not_its_place():
+    """An edit that shifts a chapter's segments leaves the keys of the unchanged ones as they were."""
+    from producer.jobs import BookJobs, book_record
+    from worker.contract import JobParams, VoiceSpec
+
+    record = book_record("q", "books", VoiceSpec(ref_audio="voices/v.wav", ref_text="Hola.", sha256="a" * 64),
+                         JobParams(), "es", LIMIT, 1, None, Path("quijote.txt"))
+    jobs = BookJobs(record, None)
+    key = jobs.job("q-001-00005", "Una frase.", "", 1, 5).resolved_key()
+    assert jobs.job("q-001-00009", "Una frase.", "", 1, 9).resolved_key() == key  # moved: same audio
+    assert jobs.job("q-001-00005", "Otra frase.", "", 1, 5).resolved_key() != key  # edited: new audio
+    other_clip = record.model_copy(update={"voice": record.voice.model_copy(update={"sha256": "b" * 64})})
+    assert BookJobs(other_clip, None).job("q-001-00005", "Una frase.", "", 1, 5).resolved_key() != key
+    assert key.startswith("books/q/001/") and key.endswith(".wav")
 
 
 # ----------------------------------------------------------------------------------------------- formats

@@ -43,6 +43,16 @@ def _sentinel_options(settings: Settings, url: str) -> dict:
     return {"master_name": master}
 
 
+def result_backend_url(url: str) -> str:
+    """Redis results through our patient backends (``worker.broker.results``): a Redis that is briefly out of memory
+    delays a job's result instead of losing the job. Other backends are left as given."""
+    for schemes, backend in ((("redis://", "rediss://"), "RedisBackend"), (("sentinel://",),
+                                                                                     "SentinelBackend")):
+        if url.startswith(schemes):
+            return f"worker.broker.results:{backend}+{url}"
+    return url
+
+
 def celery_config(settings: Settings) -> dict:
     broker = settings.broker
     if broker.visibility_timeout <= broker.task_time_limit:
@@ -56,6 +66,9 @@ def celery_config(settings: Settings) -> dict:
         "unacked_restore_throttle": 1,
         # The hardened worker transport takes messages atomically and asks this often while the queue is empty.
         "idle_poll_interval": broker.broker_poll_ms / 1000,
+        # Live workers renew what they hold this often (worker.broker.visibility); resume reads it to tell a dead
+        # worker's messages (not renewed) from a live one's.
+        "held_renew_interval": min(broker.renew_s, broker.visibility_timeout / 4),
         "socket_connect_timeout": 10,
         "socket_keepalive": True,
         # Priorities 0-9 on Redis (0 is served first): interactive requests before books.
@@ -66,7 +79,13 @@ def celery_config(settings: Settings) -> dict:
     }
     return {
         "broker_url": broker.broker_url,
-        "result_backend": broker.resolved_result_backend,
+        "result_backend": result_backend_url(broker.resolved_result_backend),
+        # Result writes that Redis refuses for a while (out of memory, loading, failing over) are retried (about two
+        # minutes at most), not turned into an internal error that acknowledges the job away.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_base_sleep_between_retries_ms": 100,
+        "result_backend_max_sleep_between_retries_ms": 5000,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": broker.visibility_timeout,
                                              **_sentinel_options(settings, broker.resolved_result_backend)},

@@ -35,9 +35,9 @@ class BrokerSettings(_Section):
     sentinel_master: str | None = Field(None, validation_alias=_env("F5_SENTINEL_MASTER"),
                                         description="The master's name, for sentinel:// URLs.")
     queue: str = Field(DEFAULT_QUEUE, validation_alias=_env("F5_QUEUE"))
-    role: Literal["synthesis", "assembler"] = Field(
+    role: Literal["synthesis", "assembler", "qa"] = Field(
         "synthesis", validation_alias=_env("F5_WORKER_ROLE"),
-        description="assembler: a CPU worker for -Q f5tts-cpu that builds no engine.")
+        description="assembler: a CPU worker for -Q f5tts-cpu that builds no engine; qa: checks takes (-Q f5tts-qa).")
     # A job running longer than this is killed (hard) / interrupted (soft). Both must stay below the visibility timeout,
     # or Redis hands a still-running job to a second worker.
     task_soft_time_limit: int = Field(1500, ge=1, validation_alias=_env("TASK_SOFT_TIME_LIMIT"))
@@ -46,6 +46,10 @@ class BrokerSettings(_Section):
     broker_poll_ms: int = Field(
         50, ge=1, le=1000, validation_alias=_env("F5_BROKER_POLL_MS"),
         description="How often an idle worker asks Redis for work (see worker.broker.fetch); the most a job waits.")
+    renew_s: float = Field(
+        30.0, gt=0, le=3600, validation_alias=_env("F5_BROKER_RENEW_S"),
+        description="How often a worker renews the visibility of the messages it holds (worker.broker.visibility); "
+                    "a held message not renewed for three times this long belongs to a dead worker.")
     result_expires: int = Field(7 * 24 * 3600, ge=60, validation_alias=_env("RESULT_EXPIRES"))
     max_retries: int = Field(20, ge=0, validation_alias=_env("TASK_MAX_RETRIES"))
     retry_backoff_max: int = Field(120, ge=1, validation_alias=_env("RETRY_BACKOFF_MAX"))
@@ -132,6 +136,28 @@ class GatewaySettings(_Section):
         return value
 
 
+class QASettings(_Section):
+    """The quality gate (``worker.qa``): signal checks on every take, and optionally an ASR that re-transcribes it."""
+
+    asr: str | None = Field(
+        None, validation_alias=_env("F5_QA_ASR"),
+        description="pocketsphinx (English, ships its model), or faster-whisper:MODEL (a size such as large-v3, a "
+                    "hub id, or a local CTranslate2 folder). Unset: signal checks only.")
+    device: str = Field("auto", validation_alias=_env("F5_QA_DEVICE"), description="cpu, cuda or auto (ASR).")
+    compute_type: str = Field("default", validation_alias=_env("F5_QA_COMPUTE_TYPE"),
+                              description="CTranslate2 compute type for faster-whisper (int8, float16, …).")
+    cpu_threads: int = Field(0, ge=0, validation_alias=_env("F5_QA_CPU_THREADS"), description="0: the library's.")
+    download: bool = Field(False, validation_alias=_env("F5_QA_DOWNLOAD"),
+                           description="Allow faster-whisper to download a model from the hub (off: local only).")
+    max_cer: float = Field(0.3, ge=0, le=1, validation_alias=_env("F5_QA_MAX_CER"),
+                           description="A take whose character error rate is above this fails.")
+    max_attempts: int = Field(3, ge=1, le=16, validation_alias=_env("F5_QA_MAX_ATTEMPTS"),
+                              description="Takes a failing segment gets before it is marked needs_review.")
+    queue: str = Field("f5tts-qa", validation_alias=_env("F5_QA_QUEUE"))
+    batch_size: int = Field(16, ge=1, le=256, validation_alias=_env("F5_QA_BATCH"),
+                            description="Segments transcribed together.")
+
+
 class Settings(BaseSettings):
     """All settings, one section per concern."""
 
@@ -142,6 +168,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    qa: QASettings = Field(default_factory=QASettings)
 
 
 def load_settings() -> Settings:

@@ -18,10 +18,14 @@ import os
 from celery import signals
 from celery.platforms import EX_FAILURE
 
-from worker.celery_app import consumer_transport, settings
+from worker.broker.visibility import RenewVisibility
+from worker.celery_app import app, consumer_transport, settings
 from worker.runtime.preflight import engine_problems
 
 log = logging.getLogger(__name__)
+
+# Every worker renews the visibility of the messages it holds (worker.broker.visibility).
+app.steps["consumer"].add(RenewVisibility)
 
 GATHERING_POOLS = ("threads",)
 SERVING_POOLS = ("threads", "solo")

@@ -144,7 +144,7 @@ def _track_chapter(outcome: JobOutcome, context: WorkerContext) -> None:
         return
     tracker = context.chapters
     try:
-        if tracker.mark_stored(book, chapter, outcome.job_id):
+        if outcome.key and tracker.mark_stored(book, chapter, outcome.key):
             tracker.send_if_complete(app, book, chapter)
     except Exception as exc:  # bookkeeping must never fail a job whose audio is stored
         log.warning("could not update chapter progress for %s %s: %s", book, chapter, exc)
@@ -271,6 +271,11 @@ def assemble_chapter(self: Task, book: str, chapter: int) -> dict:
     try:
         result = assemble(storage, options["prefix"], book, [ManifestEntry.model_validate(e) for e in entries],
                           AssembleOptions(fmt=options.get("format", "wav")), workdir)
+    except (TransientError, ConnectionError):
+        raise  # retried (autoretry_for)
+    except Exception:
+        tracker.release(book, chapter)  # failed for good: a later trigger may try this version again
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"book": book, "chapter": chapter, "key": result.key, "duration_s": result.duration_s,

@@ -28,6 +28,7 @@ class Voice:
     ref_text: str
     seconds: float  # duration of the clip as uploaded
     sample_rate: int
+    sha256: str = ""  # the clip's bytes: what a book's audio keys and skip checks follow (not the voice's name)
 
     @property
     def planning_seconds(self) -> float:
@@ -55,9 +56,9 @@ def add_voice(storage: Storage, name: str, clip: Path, text: str) -> Voice:
     seconds, rate = clip_info(data, str(clip))
     key = f"voices/{name}{clip.suffix.lower() or '.wav'}"
     storage.put(key, data, {"f5-voice": name}, content_type="audio/wav" if key.endswith(".wav") else "audio/*")
-    voice = Voice(name, key, text.strip(), seconds, rate)
+    voice = Voice(name, key, text.strip(), seconds, rate, hashlib.sha256(data).hexdigest())
     record = {"name": name, "ref_audio": key, "ref_text": voice.ref_text, "seconds": seconds, "sample_rate": rate,
-              "sha256": hashlib.sha256(data).hexdigest()}
+              "sha256": voice.sha256}
     storage.put(f"voices/{name}.json", json.dumps(record, ensure_ascii=False, indent=2).encode(),
                 content_type="application/json")
     return voice
@@ -70,7 +71,16 @@ def load_voice(storage: Storage, name: str) -> Voice:
         record = json.loads(storage.get(f"voices/{name}.json"))
     except ObjectNotFound:
         raise VoiceError(f"no voice named {name!r} in {storage.url}; add it with `f5-batch voice add`") from None
-    return Voice(name, record["ref_audio"], record["ref_text"], float(record["seconds"]), int(record["sample_rate"]))
+    sha256 = record.get("sha256") or _stored_sha256(storage, record["ref_audio"])
+    return Voice(name, record["ref_audio"], record["ref_text"], float(record["seconds"]), int(record["sample_rate"]),
+                 sha256)
+
+
+def _stored_sha256(storage: Storage, key: str) -> str:
+    try:
+        return hashlib.sha256(storage.get(key)).hexdigest()
+    except ObjectNotFound:
+        raise VoiceError(f"the clip {key!r} of this voice is missing from {storage.url}; add the voice again") from None
 
 
 def voice_from_key(storage: Storage, key: str, ref_text: str) -> Voice:
@@ -80,7 +90,13 @@ def voice_from_key(storage: Storage, key: str, ref_text: str) -> Voice:
     except ObjectNotFound:
         raise VoiceError(f"no reference audio at {key!r} in {storage.url}") from None
     seconds, rate = clip_info(data, key)
-    return Voice(Path(key).stem, key, ref_text, seconds, rate)
+    return Voice(Path(key).stem, key, ref_text, seconds, rate, hashlib.sha256(data).hexdigest())
+
+
+def list_voice_names(storage: Storage) -> list[str]:
+    """The names of the voices added with ``f5-batch voice add`` (one listing, no reads)."""
+    return [info.key[len("voices/") : -len(".json")] for info in storage.list("voices/")
+            if info.key.endswith(".json") and info.key.count("/") == 1]
 
 
 def list_voices(storage: Storage) -> list[Voice]:

@@ -8,12 +8,15 @@ enqueuing live in ``producer.manifest``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.contract import JobParams, VoiceSpec
+
+log = logging.getLogger(__name__)
 
 
 class ManifestEntry(BaseModel):
@@ -32,6 +35,8 @@ class ManifestEntry(BaseModel):
     heading: bool = False
     paragraph_end: bool = True
     source_id: str | None = None
+    voice: str = ""  # the cast's name of the voice that speaks it ("" for a book in one unnamed voice)
+    pause_after_s: float | None = None  # asked-for silence after it ([pause], a scene break): assembly uses it
 
     @property
     def reading_position(self) -> tuple[int, int]:
@@ -59,6 +64,16 @@ class BookRecord(BaseModel):
     segments: int = 0
     complete: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
+    # A book as a script (voices, lexicon, pauses), and what its segments were made from: an edit to any of these is
+    # a new version, whose changed segments alone are rendered.
+    cast: dict[str, Any] | None = None  # producer.cast.BookCast.to_record(); None: one voice, ``voice``
+    lexicon: str | None = None  # the lexicon file, for a resume that continues from the corpus
+    lexicon_sha256: str = ""
+    voices_file: str | None = None  # the voice map (upstream's TOML), likewise
+    corpus_sha256: str = ""
+    scene_pause_s: float = 2.0
+    version: int = 1
+    max_queued: int | None = None  # --max-queued of the enqueue, which resume keeps
 
 
 def book_dir_key(prefix: str, book: str) -> str:
@@ -66,9 +81,24 @@ def book_dir_key(prefix: str, book: str) -> str:
 
 
 def read_entries(lines: Iterable[str]) -> Iterator[ManifestEntry]:
+    """Manifest lines as entries. A last line cut short (power lost while a partial manifest was being appended to)
+    is skipped with a warning: it names a segment that the next run writes again."""
+    pending: str | None = None
     for line in lines:
-        if line.strip():
-            yield ManifestEntry.model_validate(json.loads(line))
+        if not line.strip():
+            continue
+        if pending is not None:
+            yield _entry(pending)
+        pending = line
+    if pending is not None:
+        try:
+            yield _entry(pending)
+        except ValueError:
+            log.warning("the manifest's last line is cut short (%d characters); it is ignored", len(pending))
+
+
+def _entry(line: str) -> ManifestEntry:
+    return ManifestEntry.model_validate(json.loads(line))
 
 
 def entry_line(entry: ManifestEntry) -> str:

@@ -19,8 +19,9 @@ kombu's sweep restores it after the visibility timeout. Three details:
   of its queue at once, instead of after the visibility timeout.
 - **No-ack consumers.** Celery's reply queues are consumed without acknowledgements and keep kombu's plain BRPOP.
   Recording their messages would make the sweep deliver them again.
-- **Refused scripts.** A server that refuses the script (scripting disabled, a Redis-compatible server without Lua)
-  gets BRPOP for a while, with a warning, rather than a worker that takes nothing. (Redis 7 runs it on a full
+- **Refused scripts.** A server that refuses the script (scripting disabled, a Redis-compatible server without Lua,
+  an ACL without EVAL) gets BRPOP for a while, with a warning, rather than a worker that takes nothing. Any other
+  error reply (out of memory, loading, a failover) only means "ask again". (Redis 7 runs it on a full
   ``noeviction`` server: moving a message frees about as much as it takes.)
 """
 
@@ -69,6 +70,17 @@ for i = 5, #KEYS do
 end
 return false
 """
+
+#: What a server says when it will never run the fetch script (as opposed to a passing refusal: OOM, LOADING, BUSY).
+SCRIPTS_REFUSED = ("unknown command", "NOPERM", "NOSCRIPT", "scripting", "script is disabled", "not allowed")
+
+
+def refuses_scripts(exc: ResponseError) -> bool:
+    """Only a server that cannot run scripts sends the channel to BRPOP; any other error is asked again later."""
+    text = str(exc)
+    return not text.startswith(("OOM ", "LOADING ", "BUSY ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ")) and any(
+        marker.lower() in text.lower() for marker in SCRIPTS_REFUSED)
+
 
 #: Blocked on while idle; nothing ever writes it.
 IDLE_KEY = "_f5batch.idle"
@@ -219,6 +231,9 @@ class AtomicFetch:
         except ResponseError as exc:
             if awaiting != "fetch":
                 raise
+            if not refuses_scripts(exc):  # out of memory, loading, a failover: ask again, atomically, later
+                log.warning("Redis could not run the fetch just now (%s); asking again", exc)
+                raise Empty() from None
             self._fallback_until = monotonic() + FALLBACK_SECONDS
             log.warning("Redis refused the atomic fetch (%s); taking messages with kombu's BRPOP for %.0f s, where a "
                         "worker killed between pop and record loses its message", exc, FALLBACK_SECONDS)

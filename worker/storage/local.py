@@ -2,6 +2,11 @@
 
 An object's metadata is removed before its data is replaced and written after: a crash in between leaves new data
 without metadata (which the skip check treats as absent, so the job runs again), never old data under new metadata.
+
+A full disk, a quota, an I/O error or a permission refused are faults of the machine, not of the job: they become
+:class:`~worker.errors.StorageUnavailableError`, which is retried with backoff like an S3 outage (and dead-lettered as
+``retries_exhausted`` only if it lasts), and which fails only the job that met it, never its batch. A name too long for
+the file system is the job's own fault (``bad_key``).
 """
 
 from __future__ import annotations
@@ -14,11 +19,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from worker.errors import BadInputError
+from worker.errors import BadInputError, StorageUnavailableError
 from worker.keys import validate_key
 from worker.storage.base import ObjectInfo, ObjectNotFound
 
 META_DIR = ".f5meta"
+
+
+def _unavailable(exc: OSError, action: str, key: str) -> Exception:
+    """What an OS error means for the job: its own key's fault, or a fault of the disk that a retry may clear."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return BadInputError("bad_key", f"{key[:80]!r} is too long for a file name here", "output.key")
+    reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return StorageUnavailableError(f"local storage could not {action} {key[:200]!r}: {reason} "
+                                   f"({exc.strerror or exc})")
 
 
 def _atomic_write(path: Path, data: bytes | Path) -> None:
@@ -72,10 +86,7 @@ class LocalStorage:
             _atomic_write(path, data)
             _atomic_write(meta, json.dumps({"metadata": metadata or {}, "content_type": content_type}).encode())
         except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
-                raise BadInputError("bad_key", f"{key[:80]!r} is too long for a file name here", "output.key") \
-                    from None
-            raise
+            raise _unavailable(exc, "write", key) from exc
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream") -> None:
@@ -91,18 +102,25 @@ class LocalStorage:
                 return handle.read(-1 if max_bytes is None else max_bytes + 1)
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise _unavailable(exc, "read", key) from exc
 
     def open(self, key: str) -> Iterator[bytes]:
         try:
             handle = self._path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise _unavailable(exc, "read", key) from exc
         return _blocks(handle)
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
-        if not path.is_file():
-            return None
+        try:
+            if not path.is_file():
+                return None
+        except OSError as exc:
+            raise _unavailable(exc, "look up", key) from exc
         try:
             metadata = json.loads(self._meta_path(key).read_text())["metadata"]
         except (OSError, ValueError, KeyError):
