@@ -21,7 +21,10 @@ from pathlib import Path
 import soundfile as sf
 
 from worker.assembly.audio_out import FORMATS, Levelling, open_writer, silence
+from worker.assembly.ffmeta import ChapterMark, ffmetadata
+from worker.assembly.tags import Cover, chapter_title, finish_m4b, iso639_2, m4b_tags
 from worker.books.manifest import ManifestEntry, book_dir_key
+from worker.books.meta import BookMeta
 from worker.constants import SAMPLE_RATE
 from worker.storage import Storage
 
@@ -88,8 +91,10 @@ def by_chapter(entries: list[ManifestEntry]) -> dict[int, list[ManifestEntry]]:
 
 def assemble_chapter(storage: Storage, prefix: str, book: str, entries: list[ManifestEntry],
                      options: AssembleOptions, workdir: Path,
-                     gap_seconds: Callable[[ManifestEntry], float] | None = None) -> ChapterFile:
-    """Stream one chapter to a local file, segment by segment, then upload it."""
+                     gap_seconds: Callable[[ManifestEntry], float] | None = None,
+                     before_upload: Callable[[Path, int, str], None] | None = None) -> ChapterFile:
+    """Stream one chapter to a local file, segment by segment, then upload it. ``before_upload(path, chapter,
+    title)`` may change the local file first (``f5-batch assemble`` tags it), so that it is uploaded once."""
     chapter = entries[0].chapter
     path = workdir / f"{chapter:03d}.{options.extension}"
     placements: list[Placement] = []
@@ -114,6 +119,8 @@ def assemble_chapter(storage: Storage, prefix: str, book: str, entries: list[Man
                 pause = silence(options.pause_after(entry), SAMPLE_RATE)
                 writer.write(pause)
                 position += pause.size
+    if before_upload is not None:
+        before_upload(path, chapter, entries[0].chapter_title)
     key = chapter_key(prefix, book, chapter, options.extension)
     storage.put_file(key, path, {"f5-book": book, "f5-chapter": str(chapter)}, content_type=_content_type(options))
     return ChapterFile(chapter, entries[0].chapter_title, key, position / SAMPLE_RATE, path.stat().st_size,
@@ -166,25 +173,32 @@ def dataset_files(entries: list[ManifestEntry], prefix: str, book: str) -> dict[
             f"{folder}/manifest.jsonl": ("\n".join(lines) + "\n").encode("utf-8")}
 
 
-def write_m4b(chapters: list[ChapterFile], workdir: Path, output: Path, title: str, bitrate: str = "64k") -> None:
-    """One .m4b (AAC) with a chapter mark per chapter. Needs ffmpeg on the PATH."""
+def write_m4b(chapters: list[ChapterFile], workdir: Path, output: Path, meta: BookMeta, fallback_title: str,
+              cover: Cover | None = None, bitrate: str = "64k") -> None:
+    """One .m4b (AAC) of the chapter files in ``workdir``, with a chapter mark per chapter, the book's tags and its
+    cover. Needs ffmpeg on the PATH.
+
+    ffmpeg encodes and writes the chapter marks and the iTunes tags it knows (from an escaped FFMETADATA file, see
+    ``worker.assembly.ffmeta``); mutagen then adds what its muxer cannot (cover, narrator atoms:
+    ``worker.assembly.tags``). The track language goes in as three letters, the only form MP4 takes."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise FileNotFoundError("--m4b needs ffmpeg, which is not installed on this machine (apt-get install "
                                 "ffmpeg); the chapter files were written and uploaded")
     listing = workdir / "chapters.txt"
     listing.write_text("".join(f"file '{workdir / Path(c.key).name}'\n" for c in chapters))
-    meta = [";FFMETADATA1", f"title={title}"]
-    start = 0
+    marks, start = [], 0
     for chapter in chapters:
         end = start + round(chapter.duration_s * 1000)
-        meta += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={start}", f"END={end}",
-                 f"title={chapter.title or f'Chapter {chapter.chapter}'}"]
+        marks.append(ChapterMark(start, end, chapter_title(chapter.chapter, chapter.title)))
         start = end
-    (workdir / "chapters.ffmeta").write_text("\n".join(meta) + "\n")
+    (workdir / "chapters.ffmeta").write_text(ffmetadata(m4b_tags(meta, fallback_title), marks), encoding="utf-8")
+    language = iso639_2(meta.language) if meta.language else None
     subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-i",
-                    str(workdir / "chapters.ffmeta"), "-map_metadata", "1", "-map_chapters", "1", "-c:a", "aac",
-                    "-b:a", bitrate, str(output)], check=True)
+                    str(workdir / "chapters.ffmeta"), "-map", "0:a:0", "-map_metadata", "1", "-map_chapters", "1",
+                    *(["-metadata:s:a:0", f"language={language}"] if language else []), "-c:a", "aac",
+                    "-b:a", bitrate, "-f", "ipod", str(output)], check=True)
+    finish_m4b(output, meta, cover)
 
 
 def new_workdir() -> Path:

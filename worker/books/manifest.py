@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.books.meta import BookMeta
 from worker.contract import JobParams, VoiceSpec
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class BookRecord(BaseModel):
     scene_pause_s: float = 2.0
     version: int = 1
     max_queued: int | None = None  # --max-queued of the enqueue, which resume keeps
+    meta: BookMeta = Field(default_factory=BookMeta)  # title, authors, cover… for the audiobook files
 
 
 def book_dir_key(prefix: str, book: str) -> str:

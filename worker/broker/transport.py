@@ -15,6 +15,9 @@
 - Where kombu's BRPOP still serves (no-ack reply queues, a Redis that refuses scripts) and the connection fails after
   the pop but before the record, kombu raises and drops the message, of which Redis holds no copy any more. Here the
   worker keeps it and runs it, and the log says which job was in that state.
+- A message put back in its queue (a task that could not publish its retry) when Redis refuses the write (out of
+  memory) made kombu raise in the worker's event loop, and the worker stopped. Here the message stays recorded as
+  unacknowledged in Redis, where the visibility-timeout sweep finds it, and the worker forgets it and carries on.
 
 Everything else is kombu's own code, reached through ``super()``.
 """
@@ -27,6 +30,7 @@ from queue import Empty
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.broker.fetch import AtomicFetch, FetchedQoS, TickingTransport
@@ -45,6 +49,16 @@ class QoS(FetchedQoS):
             log.warning("message %s was handed out as the broker connection failed (%s); it is not recorded as "
                         "unacknowledged in Redis, so it runs here without a copy in the broker", task, exc)
             virtual.QoS.append(self, message, delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except RedisError as exc:
+            # The message is still recorded as unacknowledged (the restore is one transaction): the sweep brings it
+            # back after the visibility timeout. This worker stops holding it, and keeps serving.
+            log.warning("could not put message %s back in its queue (%s); it stays recorded as unacknowledged and "
+                        "comes back after the visibility timeout", delivery_tag, exc)
+            virtual.QoS.ack(self, delivery_tag)
 
 
 class _Hardened:

@@ -36,11 +36,15 @@ def renewal_interval(transport_options: dict[str, Any]) -> float:
 
 def held_tags(channel: Any) -> list[str]:
     """The delivery tags of the messages this channel holds unacknowledged (kombu's QoS keeps them all, the ones
-    waiting for an ETA included). Task threads acknowledge concurrently, so the copy is taken with a retry."""
-    delivered = getattr(getattr(channel, "qos", None), "_delivered", None) or {}
+    waiting for an ETA included, less those acknowledged but not yet flushed from its books). Task threads
+    acknowledge concurrently, so the copies are taken with a retry."""
+    qos = getattr(channel, "qos", None)
+    delivered = getattr(qos, "_delivered", None) or {}
+    dirty = getattr(qos, "_dirty", None) or set()
     for _ in range(5):
         try:
-            return list(delivered)
+            done = set(dirty)
+            return [tag for tag in list(delivered) if tag not in done]
         except RuntimeError:  # changed size during iteration
             continue
     return []
@@ -71,7 +75,7 @@ class RenewVisibility(bootsteps.StartStopStep):
     def start(self, c: Any) -> None:
         interval = renewal_interval(c.app.conf.broker_transport_options or {})
         self._timer = c.timer.call_repeatedly(interval, self._renew, (c,), priority=10)
-        log.debug("renewing the visibility of held messages every %.0f s", interval)
+        log.info("renewing the visibility of the messages this worker holds every %.1f s", interval)
 
     def _renew(self, c: Any) -> None:
         consumer = getattr(c, "task_consumer", None)

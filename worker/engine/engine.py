@@ -180,18 +180,35 @@ class Engine:
             sampler = self._samplers[precision] = Sampler(model, self.device)
         return sampler
 
-    def warm_up(self) -> WarmupReport:
+    def warm_up(self, buckets: Sequence[int] | None = None,
+                on_shape: Callable[[int, int, bool, float], None] | None = None) -> WarmupReport:
         """Compile every path a job can take (CFG on and off; one row and several) and run them at every bucket,
-        then one real request end to end. Later compiles are counted as recompiles."""
+        then one real request end to end. Later compiles are counted as recompiles.
+
+        ``buckets`` (some of the configured frame buckets) warms only those lengths. A worker leaves it unset: it may
+        be sent any length. A benchmark that serves a known set of lengths passes them and saves the rest of the
+        warm-up; the graphs are the same (their sizes are symbolic), the other buckets' runs are what it skips.
+        ``on_shape(rows, frames, use_cfg, seconds)`` is told what each shape took (the first shape of each graph
+        includes its compile), so that the caller can tell compiles from runs and estimate the full warm-up."""
         start = time.perf_counter()
         shapes = 0
         sampler = self._samplers[self.precision]
+        chosen = self.planner.frame_buckets if buckets is None else tuple(sorted(set(buckets)))
+        unknown = sorted(set(chosen) - set(self.planner.frame_buckets))
+        if unknown:
+            raise ValueError(f"warm_up buckets {unknown} are not among the frame buckets "
+                             f"{self.planner.frame_buckets}")
         if self.compiled:
-            for bucket in self.planner.frame_buckets:
+            for bucket in chosen:
                 widest = max(1, min(self.planner.max_batch, self.planner.frame_budget // bucket))
                 for batch in sorted({1, min(2, widest), widest}):
                     for use_cfg in (True, False):
+                        began = time.perf_counter()
                         sampler.warm_up(batch, bucket, self.precision, use_cfg)
+                        if on_shape is not None:
+                            if self.device.type == "cuda":
+                                torch.cuda.synchronize(self.device)
+                            on_shape(batch, bucket, use_cfg, time.perf_counter() - began)
                         shapes += 1
         tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(1.5 * self.sample_rate)) / self.sample_rate)
         buffer = io.BytesIO()

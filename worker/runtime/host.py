@@ -23,9 +23,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.engine.config import EngineConfig
 from worker.engine.types import SynthesisOutput, SynthesisRequest
@@ -336,39 +337,67 @@ class EngineHost:
 
     def wait(self, submitted: tuple[EngineProcess, _Pending], timeout_s: float | None = None,
              hard_timeout_s: float | None = None) -> list[SynthesisOutput]:
-        """The waveforms of a submitted ticket, or its error (``EngineLostError``, ``JobTimeLimitError``, bad input).
+        """The waveforms of a submitted ticket, or its error (see :meth:`wait_many`)."""
+        outcome = self.wait_many([submitted], timeout_s, hard_timeout_s)[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-        The limits count from the job's first pass: waiting for a place in the engine's passes is not running. Past
-        ``timeout_s`` the job is cancelled in its engine (its pass stops at the next step if nobody else is in it);
-        an engine that still holds it at ``hard_timeout_s`` is replaced."""
-        engine, pending = submitted
-        while True:
-            left = None if timeout_s is None or pending.started_at is None \
-                else pending.started_at + timeout_s - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            try:
-                return pending.future.result(1.0 if left is None else min(left, 1.0))
-            except FutureTimeout:
-                continue
-        with self._lock:
-            still_pending = engine.pending.get(pending.ticket) is pending
-        if still_pending:
-            with contextlib.suppress(OSError, EOFError, BrokenPipeError):
-                engine.send(("cancel", pending.ticket))
+    def wait_many(self, submitted: Sequence[tuple[EngineProcess, _Pending]], timeout_s: float | None = None,
+                  hard_timeout_s: float | None = None) -> list[list[SynthesisOutput] | BaseException]:
+        """The waveforms of each submitted ticket, or its error (``EngineLostError``, a time limit, bad input).
+
+        The limits count from each job's first pass: waiting for a place in the engine's passes is not running. Past
+        ``timeout_s`` a job is cancelled in its engine, at once and whatever its companions are doing (a batch's jobs
+        are cancelled together, so the pass they share stops at its next step); an engine that still holds a job
+        ``hard_timeout_s`` after its first pass is replaced. A job that overran while it shared passes gets
+        ``SharedTimeLimitError`` (retried, alone); one that overran alone, ``JobTimeLimitError``."""
         grace = None if hard_timeout_s is None or timeout_s is None else max(1.0, hard_timeout_s - timeout_s)
+        results: list[list[SynthesisOutput] | BaseException | None] = [None] * len(submitted)
+        cancelled: dict[int, float] = {}
+        killed: set[int] = set()
+        while any(result is None for result in results):
+            now = time.monotonic()
+            for index, (engine, pending) in enumerate(submitted):
+                if results[index] is not None:
+                    continue
+                if pending.future.done():
+                    results[index] = self._settled(pending, timeout_s, index in cancelled)
+                elif (timeout_s is not None and pending.started_at is not None and index not in cancelled
+                      and now >= pending.started_at + timeout_s):
+                    cancelled[index] = now
+                    with contextlib.suppress(OSError, EOFError, BrokenPipeError):
+                        engine.send(("cancel", pending.ticket))
+                elif index in cancelled and grace is not None and now >= cancelled[index] + grace:
+                    if id(engine) not in killed:
+                        killed.add(id(engine))
+                        log.error("%s did not let go of a job past its hard time limit; replacing the process",
+                                  engine.name)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(engine.process.pid, signal.SIGKILL)
+                    results[index] = self._time_limit(pending, timeout_s)
+            waiting = [pending.future for (_, pending), result in zip(submitted, results, strict=True)
+                       if result is None]
+            if waiting:
+                futures_wait(waiting, timeout=0.25, return_when=FIRST_COMPLETED)
+        return [result for result in results if result is not None]
+
+    def _settled(self, pending: _Pending, timeout_s: float | None, cancelled: bool) -> Any:
         try:
-            return pending.future.result(grace)  # it may have finished as the cancel went out
-        except FutureTimeout:
-            log.error("%s did not let go of a job past its hard time limit; replacing the process", engine.name)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(engine.process.pid, signal.SIGKILL)
+            return pending.future.result()
         except JobTimeLimitError:
-            pass
+            return self._time_limit(pending, timeout_s) if cancelled else JobTimeLimitError(
+                "the job was abandoned at its time limit")
+        except BaseException as exc:
+            return exc
+
+    @staticmethod
+    def _time_limit(pending: _Pending, timeout_s: float | None) -> BaseException:
+        limit = f"{timeout_s:.0f} s" if timeout_s is not None else "its time limit"
         if pending.shared and not pending.alone:
-            raise SharedTimeLimitError(f"the job did not finish within its time limit of {timeout_s:.0f} s while it "
-                                       "shared passes with other jobs; it is retried in passes of its own")
-        raise JobTimeLimitError(f"the job did not finish within its time limit of {timeout_s:.0f} s, running alone")
+            return SharedTimeLimitError(f"the job did not finish within its time limit of {limit} while it shared "
+                                        "passes with other jobs; it is retried in passes of its own")
+        return JobTimeLimitError(f"the job did not finish within its time limit of {limit}, running alone")
 
     def synthesize(self, requests: Sequence[SynthesisRequest], keys: Sequence[str] = (), *, priority: int = 0,
                    alone: bool = False, timeout_s: float | None = None,

@@ -65,8 +65,8 @@ class Engines(Protocol):
     def submit_many(self, tickets: Sequence[tuple[Sequence[SynthesisRequest], Sequence[str], bool]], *,
                     priority: int = 0) -> list[tuple[Any, Any]]: ...
 
-    def wait(self, submitted: tuple[Any, Any], timeout_s: float | None,
-             hard_timeout_s: float | None) -> list[SynthesisOutput]: ...
+    def wait_many(self, submitted: Sequence[tuple[Any, Any]], timeout_s: float | None,
+                  hard_timeout_s: float | None) -> list[list[SynthesisOutput] | BaseException]: ...
 
 
 def parse_job(payload: object) -> Job:
@@ -199,9 +199,11 @@ class JobRunner:
         handles = self.engines.submit_many([([self._request(job, clip)], [job.identity()], alone)
                                             for _, job, clip, alone in ready], priority=limits.priority)
         handed_over = time.monotonic()
-        for (index, job, clip, _), handle in zip(ready, handles, strict=True):
+        # all the message's jobs are waited for together: their time limits run side by side, not one after another
+        for (index, job, clip, _), output in zip(ready, self.engines.wait_many(handles, limits.timeout_s,
+                                                                              limits.hard_timeout_s), strict=True):
             try:
-                outcomes[index] = self._collect(job, clip, handle, handed_over, queue_s, limits)
+                outcomes[index] = self._collect(job, clip, output, handed_over, queue_s)
             except Exception as exc:
                 log.exception("job %s failed after synthesis", job.resolved_job_id())
                 outcomes[index] = self._outcome(job, error=_internal(exc))
@@ -231,15 +233,16 @@ class JobRunner:
         voice = VoiceInput(clip.data, job.voice.ref_text, job.voice.preprocess, clip.sha256)
         return SynthesisRequest(job.text, voice, job.params, job.resolved_seed())
 
-    def _collect(self, job: Job, clip: Reference, handle: Any, handed_over: float, queue_s: float | None,
-                 limits: RunLimits) -> JobOutcome:
-        try:
-            output = self.engines.wait(handle, limits.timeout_s, limits.hard_timeout_s)[0]
-        except SharedTimeLimitError as exc:  # not this job's fault: it runs alone next time, and fails only then
+    def _collect(self, job: Job, clip: Reference, waited: list[SynthesisOutput] | BaseException, handed_over: float,
+                 queue_s: float | None) -> JobOutcome:
+        if isinstance(waited, SharedTimeLimitError):  # not this job's fault: it runs alone next time, fails only then
             self.lost_runs.run_alone([job.identity()])
-            return self._failed(job, exc)
-        except (BadInputError, TransientError) as exc:
-            return self._failed(job, exc)
+            return self._failed(job, waited)
+        if isinstance(waited, (BadInputError, TransientError)):
+            return self._failed(job, waited)
+        if isinstance(waited, BaseException):
+            raise waited
+        output = waited[0]
         if output.error is not None:
             return self._failed(job, output.error)
         try:

@@ -1,0 +1,103 @@
+"""A Redis at ``maxmemory`` with ``noeviction`` (what production runs) refusing the publish of a job's retry.
+
+Celery rejects the message without requeueing it when ``retry()`` cannot publish, so the job used to be acknowledged
+away, with no dead letter. Real parts: a private redis-server made full with real writes, a real worker, and an S3
+endpoint that hangs (a real socket that accepts and never answers), so the job's skip check fails with a transient
+error while Redis is full; then Redis gets room, a real moto S3 server takes the endpoint's port, and the job must
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+import pytest
+
+from tests.conftest import VOICE_KEY, job, own_queue, plain_celery, worker_env
+from tests.services import RedisServer, S3Server, WorkerProcess, wait_until
+
+pytestmark = pytest.mark.timeout(500)
+
+
+class HangingEndpoint:
+    """Accepts TCP connections on a port and never answers: an S3 endpoint that hangs."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.server.accept()
+                self.held.append(connection)
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.held:
+            connection.close()
+
+
+def _fill(client) -> int:
+    """Make Redis full: some filler, then ``maxmemory`` below what it uses, so that under ``noeviction`` it refuses
+    every write that needs memory (as a production Redis does once it reaches its limit)."""
+    written = 16
+    for index in range(written):
+        client.set(f"filler:{index}", b"x" * 65536)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used - 512 * 1024)
+    with pytest.raises(Exception, match="maxmemory"):
+        client.lpush("probe", b"x")
+    return written
+
+
+def _free(client, written: int) -> None:
+    for start in range(0, written, 500):
+        client.delete(*[f"filler:{i}" for i in range(start, min(written, start + 500))])
+    client.config_set("maxmemory", 0)
+
+
+def test_a_retry_that_a_full_redis_refuses_is_not_lost(prepared_random_weights, service_dir, tmp_path,
+                                                        ref_wav_bytes):
+    redis = RedisServer(service_dir / "redis-full").start()
+    hanging = HangingEndpoint()
+    s3 = None
+    voices = tmp_path / "voices-dir"
+    (voices / "voices").mkdir(parents=True)
+    (voices / VOICE_KEY).write_bytes(ref_wav_bytes)
+    queue = own_queue("fullredis")
+    env = worker_env(redis.url, "s3://full/p", prepared_random_weights, f"http://127.0.0.1:{hanging.port}",
+                     F5_QUEUE=queue, F5_VOICES_DIR=str(voices), S3_CONNECT_TIMEOUT="1", S3_READ_TIMEOUT="3",
+                     VISIBILITY_TIMEOUT="40", TASK_TIME_LIMIT="30", TASK_SOFT_TIME_LIMIT="25")
+    worker = WorkerProcess(env, service_dir / "logs").start()
+    client = redis.client()
+    try:
+        result = plain_celery(redis.url).send_task(
+            "f5tts.synthesize", queue=queue, kwargs={"job": {**job("Una frase que espera sitio.", "full/one.wav"),
+                                                             "job_id": "full-one"}})
+        wait_until(lambda: f"[{result.id}] received" in worker.log(), 60, "the worker to take the job")
+        written = _fill(client)  # the skip check's HEAD hangs meanwhile; its failure asks for a retry
+        assert written > 0
+        wait_until(lambda: "could not be published" in worker.log() and "goes back to its queue instead" in
+                   worker.log(), 120, "the retry to be refused by the full Redis, every time")
+        _free(client, written)
+        hanging.close()
+        s3 = S3Server(service_dir / "s3-after-full")
+        s3.port = hanging.port  # a real S3 endpoint where the hanging one was
+        s3.start()
+        s3.client().create_bucket(Bucket="full")
+        assert result.get(timeout=240)["key"] == "full/one.wav"
+        assert [o["Key"] for o in s3.client().list_objects_v2(Bucket="full")["Contents"]] == ["p/full/one.wav"]
+    finally:
+        worker.stop()
+        if s3 is not None:
+            s3.stop()
+        hanging.close()
+        redis.stop()
