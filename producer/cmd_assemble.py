@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from producer.manifest import ManifestFiles, write_atomic
 from producer.progress import bar, console
 from producer.tracking import load_entries, load_record
 from worker.assembly.audio_out import FORMATS, Levelling
+from worker.assembly.naming import audiobook_file_name
 from worker.assembly.stitch import (
     AssembleOptions,
     MissingSegments,
@@ -25,9 +27,13 @@ from worker.assembly.stitch import (
     new_workdir,
     write_m4b,
 )
+from worker.assembly.tags import Cover, Track, chapter_title, tag_chapter_file
 from worker.books.manifest import BookRecord, book_dir_key, entry_line
+from worker.books.meta import BookMeta
 from worker.constants import HOP_LENGTH, SAMPLE_RATE
+from worker.keys import validate_key
 from worker.speech import estimated_frames, planning_seconds
+from worker.storage import ObjectNotFound, Storage
 
 
 @click.command("assemble")
@@ -43,12 +49,28 @@ from worker.speech import estimated_frames, planning_seconds
               help="Speech level (dBFS RMS) every segment is brought to.")
 @click.option("--chapters", "chapter_range", help="Only these chapters, e.g. 1-2 or 5.")
 @click.option("--allow-gaps", is_flag=True, help="Fill missing segments with silence (recorded in the manifest).")
-@click.option("--m4b", is_flag=True, help="Also write one .m4b with chapter marks (needs ffmpeg).")
+@click.option("--m4b", is_flag=True, help="Also write one .m4b with chapter marks, tags and cover (needs ffmpeg).")
+@click.option("-o", "--output", help="The .m4b's file name (default: 'Author - Title.m4b'), stored beside the "
+              "chapters.")
+@click.option("--title", help="The book's title (default: the EPUB's).")
+@click.option("--author", help="The author(s), as one credit line (default: the EPUB's).")
+@click.option("--narrator", help="The narrator (default: the EPUB's, if it names one).")
+@click.option("--year", type=click.IntRange(0, 9999), help="Year of publication (default: the EPUB's).")
+@click.option("--language", help="BCP 47 language tag, e.g. es or en-GB (default: the EPUB's).")
+@click.option("--description", help="A description or blurb (default: the EPUB's).")
+@click.option("--cover", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Cover image, JPEG or PNG (default: the EPUB's).")
 @with_common
 def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pause: float, paragraph_pause: float,
              title_pause: float, loudness: float, chapter_range: str | None, allow_gaps: bool, m4b: bool,
-             prefix: str, manifest_dir: Path) -> None:
-    """Stitch BOOK's segments into chapters/NNN.<format> beside them, and annotate the manifest."""
+             output: str | None, title: str | None, author: str | None, narrator: str | None, year: int | None,
+             language: str | None, description: str | None, cover: Path | None, prefix: str,
+             manifest_dir: Path) -> None:
+    """Stitch BOOK's segments into chapters/NNN.<format> beside them, tagged with the book's metadata (MP3, FLAC,
+    Ogg), and annotate the manifest."""
+    if output is not None and not m4b:
+        raise click.UsageError("--output names the .m4b: add --m4b")
+    m4b_name = _checked_name(output) if output is not None else None
     _, _, storage = _context()
     files = ManifestFiles(manifest_dir, book)
     try:
@@ -64,6 +86,10 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
         raise click.ClickException(str(MissingSegments(missing)))
     record = load_record(files, storage, prefix, book)
     ref_seconds = _reference_seconds(storage, record)
+    meta = (record.meta if record is not None else BookMeta()).overridden(
+        title=title, author=author, narrator=narrator, year=year, language=language, description=description)
+    art = _cover(storage, meta, cover)
+    tag = _chapter_tagger(fmt, sorted({e.chapter for e in entries}), meta, art)
 
     def gap_seconds(entry) -> float:
         if record is None or ref_seconds is None:
@@ -81,14 +107,16 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
             task = progress.add_task(f"assemble {book}", total=len(groups), rate="")
             for chapter_entries in groups.values():
                 chapters.append(assemble_chapter(storage, prefix, book, chapter_entries, options, workdir,
-                                                 gap_seconds))
+                                                 gap_seconds, tag))
                 progress.update(task, advance=1, rate=f"{sum(c.duration_s for c in chapters) / 3600:.2f} h")
         _write_outputs(storage, files, prefix, book, entries, chapters, options)
         if m4b:
             try:
-                output = workdir / f"{book}.m4b"
-                write_m4b(chapters, workdir, output, book)
-                storage.put_file(f"{book_dir_key(prefix, book)}/{book}.m4b", output, content_type="audio/mp4")
+                local = workdir / "book.m4b"
+                write_m4b(chapters, workdir, local, meta, book, art)
+                name = m4b_name or audiobook_file_name(meta, book)
+                storage.put_file(f"{book_dir_key(prefix, book)}/{name}", local, content_type="audio/mp4")
+                console.print(f"{book}: {name}")
             except FileNotFoundError as exc:
                 raise click.ClickException(str(exc)) from None
     finally:
@@ -99,6 +127,46 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
     console.print(f"{book}: {len(chapters)} chapter(s), {hours:.2f} h of audio, "
                   f"{sum(c.bytes for c in chapters) / 2**20:.1f} MB of {fmt}, in {elapsed:.1f} s"
                   + (f"; {gaps} gap(s) filled with silence" if gaps else ""))
+
+
+def _checked_name(name: str) -> str:
+    """An --output name as given (plus .m4b), if storage can hold it beside the chapters."""
+    name = name if name.lower().endswith(".m4b") else f"{name}.m4b"
+    try:
+        if "/" in name:
+            raise ValueError("a name, not a path")
+        validate_key(name)
+    except ValueError as exc:
+        raise click.BadParameter(f"{name!r}: {exc}", param_hint="--output") from None
+    return name
+
+
+def _cover(storage: Storage, meta: BookMeta, path: Path | None) -> Cover | None:
+    """The cover: --cover's file, else the one enqueue stored from the EPUB; None without one."""
+    if path is not None:
+        art = Cover.from_bytes(path.read_bytes())
+        if art is None:
+            raise click.BadParameter(f"{path}: not a JPEG or PNG image", param_hint="--cover")
+        return art
+    if not meta.cover_key:
+        return None
+    try:
+        return Cover.from_bytes(storage.get(meta.cover_key))
+    except ObjectNotFound:
+        console.print(f"the cover {meta.cover_key} is not in storage; the files will have none")
+        return None
+
+
+def _chapter_tagger(fmt: str, numbers: list[int], meta: BookMeta,
+                    art: Cover | None) -> Callable[[Path, int, str], None]:
+    """Tags each chapter file before its upload; track numbers count the book's chapters (front matter included)
+    from 1, the same whichever --chapters are assembled."""
+    places = {number: place for place, number in enumerate(numbers, start=1)}
+
+    def tag(path: Path, chapter: int, title: str) -> None:
+        tag_chapter_file(path, fmt, Track(places[chapter], len(numbers), chapter_title(chapter, title)), meta, art)
+
+    return tag
 
 
 def _reference_seconds(storage, record: BookRecord | None) -> float | None:

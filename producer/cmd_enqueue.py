@@ -144,6 +144,9 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
                         corpus_sha256=file_sha256(corpus_path), scene_pause_s=scene_pause, max_queued=max_queued)
     record.extra.update({"assemble": auto_assemble, "max_chars_option": max_chars,
                          "narrator_seconds": narrator.seconds})
+    from producer.book_meta import stored_book_meta  # title, authors, cover… of an EPUB, for the audiobook files
+
+    record.meta = stored_book_meta(corpus_path, storage, prefix, book)
     source = BookSource(corpus_path, cast, lexicon)
     check_script(source, record)
     run_book(settings, app, storage, record, files, source, max_queued, interval_s, force=force)
