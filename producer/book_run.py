@@ -28,7 +28,7 @@ from producer.progress import console
 from producer.publish import BrokerUnavailable
 from producer.reading import CorpusError
 from producer.script import ScriptError
-from producer.tracking import load_entries
+from producer.tracking import load_entries, stored_record
 from worker.books.manifest import BookRecord, ManifestEntry, book_dir_key
 from worker.books.status import stored_keys
 from worker.broker.inventory import broker_inventory
@@ -118,11 +118,13 @@ def check_script(source: BookSource, record: BookRecord) -> None:
 
 
 def previous_entries(files: ManifestFiles, storage: Storage, record: BookRecord) -> list[ManifestEntry]:
-    """The last complete version's manifest (local, else in storage); empty for a new book."""
-    if files.final.exists():
-        return files.read_entries()
+    """The last complete version's manifest (the newest of this machine's and storage's); empty for a new book."""
+    if not files.final.exists():
+        stored = stored_record(storage, record.prefix, record.book)
+        if stored is None or not stored.complete:
+            return []
     try:
-        return load_entries(files, storage, record.prefix, record.book) if record.complete else []
+        return load_entries(files, storage, record.prefix, record.book)
     except FileNotFoundError:
         return []
 

@@ -8,6 +8,7 @@ from producer import logs
 from producer.cmd_assemble import assemble
 from producer.cmd_enqueue import enqueue
 from producer.cmd_resume import resume
+from producer.cmd_review import check, rerender_command, review
 from producer.cmd_serve import serve
 from producer.cmd_status import status, voice
 from producer.synth import synth
@@ -20,5 +21,5 @@ def main(verbose: int) -> None:
     logs.configure(verbose)
 
 
-for command in (synth, enqueue, resume, status, voice, assemble, serve):
+for command in (synth, enqueue, resume, status, review, check, rerender_command, voice, assemble, serve):
     main.add_command(command)

@@ -21,7 +21,7 @@ from producer.transcribe import configured_transcriber
 from producer.voicemap import VoiceMap, VoiceMapError, load_voice_map
 from worker.books.manifest import BookRecord
 from worker.constants import PRIORITY_BOOKS
-from worker.contract import JobParams, VoiceSpec
+from worker.contract import JobParams, QASpec, VoiceSpec
 from worker.speech import planning_seconds
 from worker.storage import Storage
 from worker.voices import VoiceError, voice_from_key
@@ -90,6 +90,11 @@ def _cast(storage: Storage, book: str, settings, voice_name, ref_audio, ref_text
 @click.option("--seed", type=int, help="One seed for every segment; default: derived per segment from content.")
 @click.option("--force", is_flag=True, help="Send every segment again, even those stored or on their way.")
 @click.option("--wait", is_flag=True, help="Follow the book until every segment is rendered or failed.")
+@click.option("--qa", "qa_mode", type=click.Choice(["off", "signal", "asr"]),
+              help="The quality gate: signal checks on every take (default, F5_QA_MODE), asr to also transcribe each "
+                   "take on the QA queue (needs a QA worker), or off. Failing takes are rendered again.")
+@click.option("--qa-attempts", type=click.IntRange(1, 16), help="Takes a failing segment gets (default 3).")
+@click.option("--qa-max-cer", type=click.FloatRange(0, 1), help="Highest character error rate that passes.")
 @click.option("--assemble", "auto_assemble", type=click.Choice(["wav", "flac", "ogg", "opus", "mp3"]),
               help="Assemble each chapter automatically (on the f5tts-cpu queue) once its segments are stored.")
 @with_common
@@ -100,7 +105,8 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
             lexicon_file: Path | None, scene_pause: float, lang: str, max_chars: int | None, batch_size: int,
             max_queued: int, priority: int | None, encoding: str, chapter_regex: str | None,
             chapter_range: str | None, nfe_step: int, cfg_strength: float, speed: float, seed: int | None,
-            force: bool, wait: bool, auto_assemble: str | None, prefix: str, manifest_dir: Path, interval_s: float,
+            force: bool, wait: bool, qa_mode: str | None, qa_attempts: int | None, qa_max_cer: float | None,
+            auto_assemble: str | None, prefix: str, manifest_dir: Path, interval_s: float,
             resend_after: float) -> None:
     """Split CORPUS (.txt, .md, .jsonl, .epub; or a voice map .toml naming its text) into segments and enqueue one
     job per segment (or per batch). Run again after an edit: only the segments it changed are rendered."""
@@ -143,7 +149,8 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
                         voices_file=str(voices_file.resolve()) if voices_file else None,
                         corpus_sha256=file_sha256(corpus_path), scene_pause_s=scene_pause, max_queued=max_queued)
     record.extra.update({"assemble": auto_assemble, "max_chars_option": max_chars,
-                         "narrator_seconds": narrator.seconds})
+                         "narrator_seconds": narrator.seconds,
+                         "qa": _qa_spec(settings, qa_mode, qa_attempts, qa_max_cer, detected)})
     from producer.book_meta import stored_book_meta  # title, authors, cover… of an EPUB, for the audiobook files
 
     record.meta = stored_book_meta(corpus_path, storage, prefix, book)
@@ -156,11 +163,24 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
         follow_book(app, settings, storage, files, record, interval_s, max_queued, resend_after)
 
 
+def _qa_spec(settings, mode: str | None, attempts: int | None, max_cer: float | None,
+             lang: str) -> dict | None:
+    """The quality gate every job of the book carries (``worker.contract.QASpec``), or None when it is off."""
+    mode = mode or settings.qa.mode
+    if mode == "off":
+        return None
+    spec = QASpec(max_attempts=attempts or settings.qa.max_attempts, asr=mode == "asr", lang=lang,
+                  max_cer=max_cer)
+    return spec.model_dump(mode="json", exclude_none=True)
+
+
 def _versioned(record: BookRecord, previous: BookRecord | None, **fields) -> BookRecord:
     """The new record, numbered after the previous version (``run_book`` raises it when segments changed)."""
     record = record.model_copy(update=fields)
     if previous is not None:
         record.version = previous.version
+        if previous.extra.get("overrides"):  # texts fixed on the review page stay fixed
+            record.extra["overrides"] = previous.extra["overrides"]
         if not previous.complete and previous.corpus_sha256 and previous.corpus_sha256 != record.corpus_sha256:
             from producer.progress import console
 

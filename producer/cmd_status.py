@@ -13,8 +13,10 @@ from producer.cmd_enqueue import _context, with_common
 from producer.manifest import ManifestFiles
 from producer.progress import console
 from producer.tracking import load_entries
+from worker.books.review import qa_counts
 from worker.books.status import book_status
 from worker.runtime.deadletter import DeadLetters
+from worker.runtime.takes import TakeRecords
 from worker.voices import VoiceError, add_voice, list_voices
 
 
@@ -31,14 +33,21 @@ def status(book: str, as_json: bool, prefix: str, manifest_dir: Path) -> None:
         raise click.ClickException(str(exc)) from None
     result = book_status(app, storage, DeadLetters.for_results(settings.broker), entries, prefix, book)
     summary = result.summary()
+    quality = qa_counts(TakeRecords.for_results(settings.broker).by_key(book, [e.key for e in entries]), entries)
     if as_json:
-        click.echo(json.dumps({**summary, "failures": result.failed}, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({**summary, "qa": quality, "failures": result.failed}, ensure_ascii=False, indent=2))
         return
     table = Table(title=f"{book}")
     for column in summary:
         table.add_column(column, justify="right")
     table.add_row(*(str(value) for value in summary.values()))
     console.print(table)
+    if quality["unchecked"] < len(entries):
+        console.print("quality: " + ", ".join(f"{count} {state.replace('_', ' ')}" for state, count in quality.items()
+                                              if count))
+        if quality["needs_review"]:
+            console.print(f"[yellow]{quality['needs_review']} need review[/]: `f5-batch review {book}`, or the "
+                          "gateway's review page")
     if summary["revoked"]:
         console.print(f"[yellow]{summary['revoked']} revoked[/]: `f5-batch resume {book}` enqueues them again")
     reasons = Counter(f"{f['code']}: {f['message']}" for f in result.failed.values())

@@ -22,15 +22,15 @@ from typing import Any
 
 from producer.cast import BookCast
 from producer.corpus import Segment
-from worker.books.manifest import BookRecord, ManifestEntry
+from worker.books.manifest import BookRecord, ManifestEntry, book_segment_key
+from worker.books.review import text_digest
 from worker.constants import TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
-from worker.contract import Job, JobParams, VoiceSpec
+from worker.contract import Job, JobParams, QASpec, VoiceSpec
 from worker.planner import PlanItem, PlannerConfig, plan_batches
 from worker.speech import estimated_frames
 
 BOOK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 BATCH_WINDOW = 8  # segments planned together = batch size × this
-KEY_DIGEST_CHARS = 20
 
 
 @dataclass(frozen=True)
@@ -85,34 +85,40 @@ class BookJobs:
     def _metadata(self, chapter: int, index: int) -> dict[str, Any]:
         extra = self.record.extra
         return {"book": self.record.book, "chapter": chapter, "index": index,
-                **({"assemble": True} if extra.get("assemble") else {}),
-                **({"qa": extra["qa"]} if extra.get("qa") else {})}
+                **({"assemble": True} if extra.get("assemble") else {})}
 
     def job(self, job_id: str, text: str, voice_name: str, chapter: int, index: int, key: str | None = None) -> Job:
         """The one place a book's job is built, for enqueue and resume alike (same content, same key)."""
         voice, params = self.voice(voice_name)
-        job = Job(job_id=job_id, text=text, voice=voice, params=params, metadata=self._metadata(chapter, index))
+        qa = self.record.extra.get("qa")
+        job = Job(job_id=job_id, text=text, voice=voice, params=params, metadata=self._metadata(chapter, index),
+                  qa=QASpec.model_validate(qa) if qa else None)
         key = key or self.segment_key(chapter, job)
         return job.model_copy(update={"output": job.output.model_copy(update={"key": key})})
 
     def segment_key(self, chapter: int, job: Job) -> str:
-        folder = f"{self.record.prefix}/{self.record.book}" if self.record.prefix else self.record.book
-        return f"{folder}/{chapter:03d}/{job.content_hash()[:KEY_DIGEST_CHARS]}.wav"
+        return book_segment_key(self.record.prefix, self.record.book, chapter, job)
+
+    def spoken(self, segment: Segment) -> str:
+        """The segment's text, or the fix a person made to it on the review page (kept across enqueues)."""
+        return (self.record.extra.get("overrides") or {}).get(text_digest(segment.text), segment.text)
 
     def segment_job(self, segment: Segment) -> Job:
-        return self.job(f"{self.record.book}-{segment.chapter:03d}-{segment.index:05d}", segment.text, segment.voice,
-                        segment.chapter, segment.index)
+        return self.job(f"{self.record.book}-{segment.chapter:03d}-{segment.index:05d}", self.spoken(segment),
+                        segment.voice, segment.chapter, segment.index)
 
     def entry_job(self, entry: ManifestEntry) -> Job:
         """A manifest line's job again, as ``segment_job`` made it: for ``resume``."""
         return self.job(entry.id, entry.normalized, entry.voice, entry.chapter, entry.index, entry.key)
 
     def entry(self, segment: Segment, job: Job, task: str, task_id: str) -> ManifestEntry:
+        edited = {"original": segment.text} if job.text != segment.text else {}
         return ManifestEntry(id=job.resolved_job_id(), book=self.record.book, chapter=segment.chapter,
                              chapter_title=segment.chapter_title, index=segment.index, text=segment.raw,
-                             normalized=segment.text, key=job.resolved_key(), task_id=task_id, task=task,
+                             normalized=job.text, key=job.resolved_key(), task_id=task_id, task=task,
                              heading=segment.heading, paragraph_end=segment.paragraph_end,
-                             source_id=segment.source_id, voice=segment.voice, pause_after_s=segment.pause_after_s)
+                             source_id=segment.source_id, voice=segment.voice, pause_after_s=segment.pause_after_s,
+                             **edited)
 
     def single_messages(self, stream: Iterator[Segment]) -> Iterator[Message]:
         for ordinal, segment in enumerate(stream):

@@ -22,26 +22,41 @@ log = logging.getLogger(__name__)
 __all__ = ["follow", "load_entries", "load_record", "stored_keys"]
 
 
-def load_entries(files: ManifestFiles, storage: Storage, prefix: str, book: str) -> list[ManifestEntry]:
-    """The manifest from the local folder, or from storage when this machine did not enqueue the book."""
-    entries = files.read_entries()
-    if entries:
-        return entries
-    try:
-        return manifest_from_storage(storage, prefix, book)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"no manifest for book {book!r} in {files.folder}; {exc}") from None
-
-
-def load_record(files: ManifestFiles, storage: Storage, prefix: str, book: str) -> BookRecord | None:
-    """The book record from the local folder, or from storage when this machine did not enqueue the book."""
-    record = files.read_record()
-    if record is not None:
-        return record
+def stored_record(storage: Storage, prefix: str, book: str) -> BookRecord | None:
     try:
         return BookRecord.model_validate_json(storage.get(f"{book_dir_key(prefix, book)}/book.json"))
     except ObjectNotFound:
         return None
+
+
+def _storage_is_newer(files: ManifestFiles, storage: Storage, prefix: str, book: str) -> bool:
+    """A version made elsewhere (a text fixed on the review page) is newer than this machine's copy."""
+    local, stored = files.read_record(), stored_record(storage, prefix, book)
+    return local is not None and stored is not None and stored.complete and stored.version > local.version
+
+
+def load_entries(files: ManifestFiles, storage: Storage, prefix: str, book: str) -> list[ManifestEntry]:
+    """The manifest from the local folder, or from storage when this machine did not enqueue the book (or storage
+    holds a newer version of it)."""
+    entries = files.read_entries()
+    if entries and not _storage_is_newer(files, storage, prefix, book):
+        return entries
+    try:
+        return manifest_from_storage(storage, prefix, book)
+    except FileNotFoundError as exc:
+        if entries:
+            return entries
+        raise FileNotFoundError(f"no manifest for book {book!r} in {files.folder}; {exc}") from None
+
+
+def load_record(files: ManifestFiles, storage: Storage, prefix: str, book: str) -> BookRecord | None:
+    """The book record from the local folder, or from storage when this machine did not enqueue the book (or storage
+    holds a newer version of it)."""
+    record = files.read_record()
+    stored = stored_record(storage, prefix, book)
+    if record is None or (stored is not None and stored.complete and stored.version > record.version):
+        return stored
+    return record
 
 
 class LostMessages:

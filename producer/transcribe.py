@@ -8,10 +8,11 @@ from typing import Any
 from producer.cast import Transcriber
 
 
-def configured_transcriber(settings: Any) -> Transcriber | None:
-    """A function from clip bytes to their transcript, or None when no recogniser is configured."""
+def configured_transcriber(settings: Any, language: str = "en") -> Transcriber | None:
+    """A function from clip bytes to their transcript, or None when no recogniser is configured. The recogniser is
+    built the first time a clip needs it."""
     if not settings.qa.asr:
         return None
     from worker.qa.transcripts import reference_transcriber
 
-    return reference_transcriber(settings.qa)
+    return reference_transcriber(settings.qa, language)

@@ -207,7 +207,7 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             text = self.log_path.read_text(errors="replace")[self._offset:]
-            engines = "engine ready in" in text or "F5_WORKER_ROLE" in self.env.get("F5_WORKER_ROLE", "")
+            engines = "engine ready in" in text or self.env.get("F5_WORKER_ROLE") in ("assembler", "qa")
             return engines and " ready." in text
 
         wait_until(ready, timeout, f"worker {self.name} to start its engines", interval=0.25)

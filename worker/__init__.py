@@ -23,6 +23,6 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     celery_app = importlib.import_module("worker.celery_app").app
-    for module in ("worker.signals", "worker.tasks", "worker.control"):
+    for module in ("worker.signals", "worker.tasks", "worker.qa_tasks", "worker.control"):
         importlib.import_module(module)
     return celery_app

@@ -18,7 +18,13 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from worker.constants import DEFAULT_CPU_QUEUE, TASK_ASSEMBLE_CHAPTER, TASK_SYNTHESIZE, TASK_SYNTHESIZE_BATCH
+from worker.constants import (
+    DEFAULT_CPU_QUEUE,
+    TASK_ASSEMBLE_CHAPTER,
+    TASK_QA_CHECK,
+    TASK_SYNTHESIZE,
+    TASK_SYNTHESIZE_BATCH,
+)
 from worker.settings import Settings, load_settings
 
 
@@ -100,7 +106,8 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_pool": "threads" if broker.role == "synthesis" else "prefork",
+        # synthesis and QA: many messages in flight in one process (passes, transcription batches); assembly: prefork
+        "worker_pool": "threads" if broker.role in ("synthesis", "qa") else "prefork",
         # Keep running jobs when the broker connection drops: cancelling leaves a job to the visibility timeout (an
         # hour by default), and a message kombu's BRPOP fallback handed out just then may not be in the unacked hash
         # at all. Finishing it costs at most a redelivery, which the worker skips because the output key exists (see
@@ -116,11 +123,14 @@ def celery_config(settings: Settings) -> dict:
         "result_expires": broker.result_expires,
         "task_default_queue": broker.queue,
         # GPU workers consume only the synthesis queue; assembly goes to a CPU worker started with -Q f5tts-cpu.
-        "task_queues": [Queue(broker.queue)],
+        # What a worker consumes without -Q: its role's queue.
+        "task_queues": [Queue({"qa": settings.qa.queue, "assembler": DEFAULT_CPU_QUEUE}.get(broker.role,
+                                                                                            broker.queue))],
         "task_routes": {
             TASK_SYNTHESIZE: {"queue": broker.queue},
             TASK_SYNTHESIZE_BATCH: {"queue": broker.queue},
             TASK_ASSEMBLE_CHAPTER: {"queue": DEFAULT_CPU_QUEUE},
+            TASK_QA_CHECK: {"queue": settings.qa.queue},
         },
         "worker_hijack_root_logger": True,
     }

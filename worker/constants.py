@@ -8,9 +8,11 @@ from __future__ import annotations
 TASK_SYNTHESIZE = "f5tts.synthesize"
 TASK_SYNTHESIZE_BATCH = "f5tts.synthesize_batch"
 TASK_ASSEMBLE_CHAPTER = "f5tts.assemble_chapter"
+TASK_QA_CHECK = "f5tts.qa_check"
 
 DEFAULT_QUEUE = "f5tts"
 DEFAULT_CPU_QUEUE = "f5tts-cpu"
+DEFAULT_QA_QUEUE = "f5tts-qa"
 
 CONTRACT_VERSION = 1
 

@@ -33,6 +33,17 @@ def derive_seed(content_hash: str) -> int:
     return int(content_hash[:16], 16) % _DERIVED_SEED_MODULUS
 
 
+def retake_seed(first_seed: int, attempt: int) -> int:
+    """The seed of take ``attempt``: the first take keeps the job's own seed (so its audio is the normal render);
+    later ones get a seed hashed from it, the same on every worker, so a re-sent re-render reproduces its take."""
+    if attempt < 1:
+        raise ValueError(f"attempt numbers start at 1, got {attempt}")
+    if attempt == 1:
+        return first_seed
+    digest = hashlib.blake2b(f"{first_seed}:{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _DERIVED_SEED_MODULUS
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff]")
 
 
@@ -116,6 +127,21 @@ class OutputSpec(_Strict):
         return value
 
 
+class QASpec(_Strict):
+    """The quality gate for this job (see ``worker.qa``): which take it renders, how many takes it may get, and
+    whether a recogniser checks that the take says its words."""
+
+    attempt: int = Field(1, ge=1, le=64, description="The take this job renders. 1 writes output.key; a later take "
+                         "writes beside it (….takeN.wav) with its own seed, and the best take ends at output.key.")
+    max_attempts: int = Field(3, ge=1, le=16, description="Takes a failing segment gets before needs_review.")
+    asr: bool = Field(False, description="Also transcribe the take on the QA queue and score it (CER).")
+    lang: str | None = Field(None, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$",
+                             description="The text's language, for the recogniser and the number reading.")
+    max_cer: float | None = Field(None, ge=0, le=1, description="Highest character error rate that passes.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="This take's own seed (a re-render by hand); "
+                             "default: derived from the job's seed and the attempt.")
+
+
 class Job(_Strict):
     """One piece of text to speak in one voice, and where to put the audio."""
 
@@ -129,6 +155,7 @@ class Job(_Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     params: JobParams = Field(default_factory=JobParams)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Caller data, echoed in the result.")
+    qa: QASpec | None = Field(None, description="Quality gate: checks and best-of-N re-renders. Absent: none.")
 
     @field_validator("text")
     @classmethod
@@ -163,11 +190,24 @@ class Job(_Strict):
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    def resolved_seed(self) -> int:
+    def base_seed(self) -> int:
         """The given seed, or one derived from content, so a redelivered job reproduces its audio exactly."""
         if self.params.seed is not None:
             return self.params.seed
         return derive_seed(self.content_hash())
+
+    def resolved_seed(self) -> int:
+        """The seed of the take this job renders: the base seed for the first, a derived one for later takes."""
+        if self.qa is None or self.qa.attempt == 1:
+            return self.base_seed()
+        return self.qa.seed if self.qa.seed is not None else retake_seed(self.base_seed(), self.qa.attempt)
+
+    def store_key(self) -> str:
+        """Where this take is written: ``output.key`` for the first take, ``….takeN.wav`` beside it for take N."""
+        key = self.resolved_key()
+        if self.qa is None or self.qa.attempt == 1:
+            return key
+        return f"{key.removesuffix('.wav')}.take{self.qa.attempt}.wav"
 
     def resolved_job_id(self) -> str:
         return self.job_id or self.content_hash()[:32]

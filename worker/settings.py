@@ -139,6 +139,10 @@ class GatewaySettings(_Section):
 class QASettings(_Section):
     """The quality gate (``worker.qa``): signal checks on every take, and optionally an ASR that re-transcribes it."""
 
+    mode: Literal["off", "signal", "asr"] = Field(
+        "signal", validation_alias=_env("F5_QA_MODE"),
+        description="The gate books get unless enqueue says otherwise: signal checks (cheap, in the synthesis "
+                    "worker), asr (also a recogniser on the QA queue), or off.")
     asr: str | None = Field(
         None, validation_alias=_env("F5_QA_ASR"),
         description="pocketsphinx (English, ships its model), or faster-whisper:MODEL (a size such as large-v3, a "

@@ -48,6 +48,10 @@ def _synthesis() -> bool:
     return settings.broker.role == "synthesis"
 
 
+def _qa() -> bool:
+    return settings.broker.role == "qa"
+
+
 @signals.worker_init.connect
 def remember_worker(sender, **_) -> None:
     _Startup.controller = sender
@@ -69,7 +73,12 @@ def exit_non_zero_after_engine_failure(**_) -> None:
 def default_concurrency(conf, options, **_) -> None:
     """Synthesis: enough tasks in flight to fill two passes per engine (one running, one gathering), unless
     -c/--concurrency says otherwise. Assembly: Celery's default."""
-    if not _synthesis() or options.get("concurrency") is not None or conf.get("worker_concurrency"):
+    if options.get("concurrency") is not None or conf.get("worker_concurrency"):
+        return
+    if _qa():  # enough checks in flight to fill the recogniser's batches
+        conf.worker_concurrency = 2 * settings.qa.batch_size
+        return
+    if not _synthesis():
         return
     from worker.runtime.context import engine_devices
 
@@ -96,6 +105,23 @@ def preflight(sender, **_) -> None:
         for problem in problems:
             log.critical("cannot start: %s", problem)
         raise SystemExit(1)  # not an Exception: Celery's signal dispatch lets it end the worker
+
+
+@signals.celeryd_after_setup.connect
+def start_recogniser(sender, instance, **_) -> None:
+    """A QA worker builds its recogniser before it takes any message; one that cannot (package missing, model not
+    found) stops the worker with the fix, instead of failing takes one by one."""
+    if not _qa():
+        return
+    from worker.runtime.qa_context import build_qa_context, set_qa_context
+
+    try:
+        set_qa_context(build_qa_context(settings))
+    except Exception as exc:
+        if _Startup.engine_failed is not None:
+            _Startup.engine_failed.value = 1
+        log.critical("cannot start the QA worker: %s", exc)
+        raise SystemExit(1) from None
 
 
 @signals.celeryd_after_setup.connect

@@ -137,7 +137,10 @@ def _count(outcome: JobOutcome, context: WorkerContext) -> None:
 
 
 def _track_chapter(outcome: JobOutcome, context: WorkerContext) -> None:
-    """If this segment belongs to a book assembled automatically, count it, and send the assembly when complete."""
+    """If this segment belongs to a book assembled automatically, count it, and send the assembly when complete.
+    (A segment under the quality gate is counted when its gate is done, with its kept take: ``worker.qa_tasks``.)"""
+    if outcome.job is not None and outcome.job.qa is not None:
+        return
     meta = outcome.result.metadata if outcome.result else {}
     book, chapter = meta.get("book"), meta.get("chapter")
     if not (isinstance(book, str) and isinstance(chapter, int) and meta.get("assemble")):
@@ -155,6 +158,27 @@ def _succeeded(outcomes: list[JobOutcome], context: WorkerContext) -> None:
     context.dead_letters.clear([o.identity for o in stored if o.identity])
     for outcome in stored:
         _track_chapter(outcome, context)
+    _quality(stored, context)
+
+
+def _quality(stored: list[JobOutcome], context: WorkerContext) -> None:
+    """Takes under the quality gate: signal checks here, or one check message to the QA queue for a recogniser.
+    Never fails the job: its take is stored, and ``f5-batch check`` judges what was missed."""
+    from worker.qa_tasks import send_checks, signal_only
+
+    gated = [o for o in stored if o.job is not None and o.job.qa is not None and o.key]
+    try:
+        send_checks([(o.job, o.key) for o in gated if o.job.qa.asr])  # type: ignore[union-attr,misc]
+        for outcome in gated:
+            job = outcome.job
+            assert job is not None and job.qa is not None and outcome.key is not None
+            if not job.qa.asr:
+                reference = context.runner.references.get(job.voice.ref_audio, job.voice.sha256)
+                signal_only(job, outcome.key, outcome.signal, context.storage, context.takes, context.chapters,
+                            context.runner.voices, reference)
+    except Exception as exc:
+        log.warning("the quality gate could not judge %d take(s) now (%s); `f5-batch check` judges them later",
+                    len(gated), exc)
 
 
 @app.task(name=TASK_SYNTHESIZE, bind=True, base=F5Task)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.books.meta import BookMeta
-from worker.contract import JobParams, VoiceSpec
+from worker.contract import Job, JobParams, VoiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,17 @@ class BookRecord(BaseModel):
     meta: BookMeta = Field(default_factory=BookMeta)  # title, authors, cover… for the audiobook files
 
 
+KEY_DIGEST_CHARS = 20
+
+
 def book_dir_key(prefix: str, book: str) -> str:
     return f"{prefix}/{book}" if prefix else book
+
+
+def book_segment_key(prefix: str, book: str, chapter: int, job: Job) -> str:
+    """A segment's output key: its chapter's folder, and a digest of what determines its audio (the job's content:
+    text, voice by digest, parameters, seed). An edit changes exactly the keys of the segments it changes."""
+    return f"{book_dir_key(prefix, book)}/{chapter:03d}/{job.content_hash()[:KEY_DIGEST_CHARS]}.wav"
 
 
 def read_entries(lines: Iterable[str]) -> Iterator[ManifestEntry]:

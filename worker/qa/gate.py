@@ -8,7 +8,6 @@ attempts and return what to do, so the tasks that store takes and send re-render
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.contract import retake_seed
 from worker.qa.asr.base import Clip, Recognizer
 from worker.qa.reasons import Reason
 from worker.qa.signal import SignalLimits, SignalReport, check_signal
@@ -157,17 +157,6 @@ def best_attempt(attempts: Sequence[Attempt]) -> Attempt | None:
     passing = [a for a in attempts if a.verdict.passed]
     pool = passing or list(attempts)
     return min(pool, key=rank_key) if pool else None
-
-
-def retake_seed(first_seed: int, attempt: int) -> int:
-    """The seed of take ``attempt``: the first take keeps the job's own seed (so its audio is the normal render);
-    later ones get a seed hashed from it, the same on every worker, so a re-sent re-render reproduces its take."""
-    if attempt < 1:
-        raise ValueError(f"attempt numbers start at 1, got {attempt}")
-    if attempt == 1:
-        return first_seed
-    digest = hashlib.blake2b(f"{first_seed}:{attempt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 2**31
 
 
 def decide(attempts: Sequence[Attempt], max_attempts: int) -> Decision:

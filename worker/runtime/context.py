@@ -19,6 +19,7 @@ from worker.runtime.health import Health
 from worker.runtime.host import EngineHost
 from worker.runtime.references import ReferenceStore
 from worker.runtime.runner import JobRunner
+from worker.runtime.takes import TakeRecords
 from worker.settings import Settings
 from worker.storage import Storage, by_url
 
@@ -34,6 +35,7 @@ class WorkerContext:
     dead_letters: DeadLetters
     chapters: ChapterTracker
     health: Health
+    takes: TakeRecords
 
 
 _context: WorkerContext | None = None
@@ -72,7 +74,8 @@ def build_context(settings: Settings, gather: bool) -> WorkerContext:
     references = ReferenceStore(storage, settings.storage.voices_dir, settings.storage.max_reference_bytes)
     runner = JobRunner(engines, storage, references, lost_runs, settings.broker.max_lost_runs)
     return WorkerContext(settings, storage, engines, runner, DeadLetters.for_results(settings.broker),
-                         ChapterTracker.for_results(settings.broker), Health(engines.ready_engines))
+                         ChapterTracker.for_results(settings.broker), Health(engines.ready_engines),
+                         TakeRecords.for_results(settings.broker))
 
 
 def set_context(context: WorkerContext | None) -> None:

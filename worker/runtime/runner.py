@@ -27,6 +27,8 @@ from worker.contract import Job, JobResult, Timings
 from worker.engine.precision import job_precision
 from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
 from worker.errors import BadInputError, SharedTimeLimitError, TransientError, WorkerLostError
+from worker.qa.levels import VoiceLevels
+from worker.qa.signal import SignalReport
 from worker.runtime.deliveries import LostRuns
 from worker.runtime.references import Reference, ReferenceStore
 from worker.storage import ObjectInfo, Storage
@@ -44,6 +46,7 @@ class JobOutcome:
     duration_s: float = 0.0
     identity: str | None = None  # Job.identity(): what dead letters are filed under (None: the job did not parse)
     job: Job | None = None  # the parsed job, for what follows a stored segment (chapters, quality checks)
+    signal: SignalReport | None = None  # the take's signal checks, when the job asks for the quality gate
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class JobRunner:
         self.lost_runs = lost_runs
         self.max_lost_runs = max_lost_runs
         self.in_flight = InFlight()
+        self.voices = VoiceLevels()
 
     def job_hash(self, job: Job, clip: Reference) -> str:
         return job.job_hash(self.engines.fingerprint, job_precision(self.engines.precision, job.params.use_fp16),
@@ -173,7 +177,7 @@ class JobRunner:
     def _claim(self, jobs: list[Job]) -> list[str]:
         """Take the jobs' output keys; wait first for any this process is already producing."""
         claimed: list[str] = []
-        for key in dict.fromkeys(job.resolved_key() for job in jobs):
+        for key in dict.fromkeys(job.store_key() for job in jobs):
             while (holder := self.in_flight.claim(key)) is not None:
                 holder.wait()
             claimed.append(key)
@@ -222,7 +226,7 @@ class JobRunner:
             return self._failed(job, exc)
 
     def _outcome(self, job: Job, **fields: Any) -> JobOutcome:
-        return JobOutcome(job.resolved_job_id(), job.resolved_key(), identity=job.identity(), job=job, **fields)
+        return JobOutcome(job.resolved_job_id(), job.store_key(), identity=job.identity(), job=job, **fields)
 
     def _failed(self, job: Job, exc: Exception) -> JobOutcome:
         if isinstance(exc, BadInputError):
@@ -253,7 +257,7 @@ class JobRunner:
         return outcome
 
     def _already_stored(self, job: Job, clip: Reference, queue_s: float | None) -> JobOutcome | None:
-        info = self.storage.head(job.resolved_key())
+        info = self.storage.head(job.store_key())
         if info is None or info.metadata.get(c.META_JOB_HASH) != self.job_hash(job, clip):
             return None
         return self._outcome(job, result=self._result(job, info, queue_s),
@@ -276,12 +280,13 @@ class JobRunner:
         data = encode_wav(output.waveform, output.sample_rate)
         metadata = self._metadata(job, clip, output, data)
         start = time.perf_counter()
-        self.storage.put(job.resolved_key(), data, metadata, content_type="audio/wav")
+        self.storage.put(job.store_key(), data, metadata, content_type="audio/wav")
         upload_s = time.perf_counter() - start
-        info = ObjectInfo(job.resolved_key(), len(data), metadata)
+        info = ObjectInfo(job.store_key(), len(data), metadata)
         result = self._result(job, info, queue_s, output.inference_s, upload_s, skipped=False,
                               batch_wait_s=max(0.0, waited_s - output.inference_s))
-        return self._outcome(job, result=result, duration_s=output.duration_s)
+        signal = self.voices.signal(job, clip, output.waveform, output.sample_rate) if job.qa is not None else None
+        return self._outcome(job, result=result, duration_s=output.duration_s, signal=signal)
 
     def _metadata(self, job: Job, clip: Reference, output: SynthesisOutput, data: bytes) -> dict[str, str]:
         return {
