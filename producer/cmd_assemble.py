@@ -71,7 +71,7 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
     if output is not None and not m4b:
         raise click.UsageError("--output names the .m4b: add --m4b")
     m4b_name = _checked_name(output) if output is not None else None
-    _, _, storage = _context()
+    settings, _, storage = _context()
     files = ManifestFiles(manifest_dir, book)
     try:
         entries = load_entries(files, storage, prefix, book)
@@ -109,7 +109,8 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
                 chapters.append(assemble_chapter(storage, prefix, book, chapter_entries, options, workdir,
                                                  gap_seconds, tag))
                 progress.update(task, advance=1, rate=f"{sum(c.duration_s for c in chapters) / 3600:.2f} h")
-        _write_outputs(storage, files, prefix, book, entries, chapters, options)
+        quality = _quality(settings, book, entries)
+        _write_outputs(storage, files, prefix, book, entries, chapters, options, quality)
         if m4b:
             try:
                 local = workdir / "book.m4b"
@@ -127,6 +128,23 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
     console.print(f"{book}: {len(chapters)} chapter(s), {hours:.2f} h of audio, "
                   f"{sum(c.bytes for c in chapters) / 2**20:.1f} MB of {fmt}, in {elapsed:.1f} s"
                   + (f"; {gaps} gap(s) filled with silence" if gaps else ""))
+    in_chapters = {e.key for e in selected}
+    flagged = sum(1 for key, state in quality.items() if state == "needs_review" and key in in_chapters)
+    if flagged:
+        console.print(f"[yellow]{book}: {flagged} segment(s) need review[/]; they are in the chapters with their best "
+                      f"take (`f5-batch review {book}`, or the gateway's review page)")
+
+
+def _quality(settings, book: str, entries) -> dict[str, str]:
+    """Each segment's quality state, where the gate has judged it (empty when Redis cannot be reached)."""
+    from worker.runtime.takes import TakeRecords
+
+    try:
+        records = TakeRecords.for_results(settings.broker).by_key(book, [e.key for e in entries])
+    except Exception as exc:
+        console.print(f"[yellow]quality states unavailable[/] ({exc})")
+        return {}
+    return {key: record.state for key, record in records.items()}
 
 
 def _checked_name(name: str) -> str:
@@ -183,8 +201,9 @@ def _reference_seconds(storage, record: BookRecord | None) -> float | None:
     return planning_seconds(info.frames / info.samplerate)
 
 
-def _write_outputs(storage, files: ManifestFiles, prefix: str, book: str, entries, chapters, options) -> None:
-    annotated = annotate(entries, chapters)
+def _write_outputs(storage, files: ManifestFiles, prefix: str, book: str, entries, chapters, options,
+                   quality: dict[str, str] | None = None) -> None:
+    annotated = annotate(entries, chapters, quality)
     folder = book_dir_key(prefix, book)
     manifest = "".join(entry_line(e) for e in annotated).encode("utf-8")
     write_atomic(files.final, manifest)

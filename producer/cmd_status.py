@@ -63,15 +63,33 @@ def voice() -> None:
 @voice.command("add")
 @click.argument("name")
 @click.argument("clip", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--text", required=True, help="Exact transcript of the clip.")
-def voice_add(name: str, clip: Path, text: str) -> None:
+@click.option("--text", help="Exact transcript of the clip. Left out: transcribed with the configured recogniser "
+              "(F5_QA_ASR), as upstream does for an empty ref_text; check it with `f5-batch voice list`.")
+@click.option("--lang", default="en", show_default=True, help="The clip's language, for the transcription.")
+def voice_add(name: str, clip: Path, text: str | None, lang: str) -> None:
     """Upload CLIP and its transcript as voice NAME."""
-    _, _, storage = _context()
+    settings, _, storage = _context()
+    transcribed = False
+    if text is None:
+        from producer.transcribe import configured_transcriber
+
+        transcribe = configured_transcriber(settings, lang)
+        if transcribe is None:
+            raise click.ClickException("no --text, and no speech recogniser is configured to transcribe the clip: "
+                                       "give its exact words with --text, or set F5_QA_ASR (pocketsphinx for "
+                                       "English; faster-whisper:MODEL for any language)")
+        try:
+            text = transcribe(clip.read_bytes(), str(clip))
+        except Exception as exc:
+            raise click.ClickException(f"could not transcribe {clip}: {exc}") from None
+        transcribed = True
     try:
-        added = add_voice(storage, name, clip, text)
+        added = add_voice(storage, name, clip, text, transcribed=transcribed)
     except VoiceError as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"voice {added.name}: {added.ref_audio} ({added.seconds:.1f} s, {added.sample_rate} Hz)")
+    if transcribed:
+        console.print(f"[yellow]transcribed[/] (review it: F5-TTS needs the exact words): {added.ref_text!r}")
 
 
 @voice.command("list")

@@ -124,9 +124,10 @@ class _Segmenting:
         self.limit_for = limit_for
         self.spoken = spoken
         self.scene_pause_s = scene_pause_s
-        self.reader = ScriptReader(cast) if cast is not None else None
+        cast = cast if cast is not None else Cast("")  # one unnamed voice: still [pause] markers
+        self.reader = ScriptReader(cast)
         # headings are read in the narrator's voice, never cut into dialogue
-        self.heading_reader = ScriptReader(replace(cast, dialogue=None)) if cast is not None else None
+        self.heading_reader = ScriptReader(replace(cast, dialogue=None))
         self.chapter, self.index, self.title = chapter, 0, ""
         self.pending: Segment | None = None
         self.leading = ""  # raw text seen before the first speakable segment
@@ -155,8 +156,7 @@ class _Segmenting:
             self.absorb(paragraph.raw, self.scene_pause_s)
             return
         where = f"{self.path}:{paragraph.line}" if paragraph.line else f"{self.path} ({paragraph.source_id})"
-        reader = self.heading_reader if heading else self.reader
-        runs = reader.runs(paragraph.raw, where) if reader is not None else [Run(paragraph.raw, paragraph.raw, "")]
+        runs = (self.heading_reader if heading else self.reader).runs(paragraph.raw, where)
         spoken_runs = [i for i, run in enumerate(runs)
                        if run.speakable and self.spoken(run.spoken, heading, run.dashed)]
         for number, run in enumerate(runs):

@@ -71,8 +71,8 @@ def parse_lexicon(text: str, where: str = "the lexicon") -> Lexicon:
             raise LexiconError(f"{where}:{number}: {stripped[:60]!r} has no ' = ' between the written and the spoken "
                                "form; write it as `written = spoken` (spaces around the sign)")
         written, spoken = (part.strip() for part in stripped.split(SEPARATOR, 1))
-        kind, _, rest = written.partition(":")
-        kind = kind.strip().lower() if rest else ""
+        kind, sep, rest = written.partition(":")
+        kind = kind.strip().lower() if sep else ""
         if kind in ("re", "case"):
             written = rest.strip()
         else:

@@ -79,6 +79,7 @@ class Cast:
 
 def without_dialogue_dashes(text: str) -> str:
     """What a voice reads of a piece of dash dialogue: the dashes that open speech or an aside are not read."""
+    text = re.sub(rf"\s*[{_DASHES}]\s*(?=[.,;:!?])", "", text)  # a closing dash before its punctuation
     return re.sub(rf"\s*[{_DASHES}]\s*", " ", text).strip()
 
 

@@ -39,7 +39,8 @@ MACHINE = {"platform", "python", "cpus", "device", "torch", "f5-tts", "vocos"}
 
 def start(out: Path, cache: Path, *args: str) -> subprocess.Popen:
     """``bench/gpu/run`` in its own process group (so that a kill reaches the Python under the shell)."""
-    env = {**os.environ, "PYTHON": sys.executable, "WHEELS": str(out / "no-wheels")}
+    # TMPDIR: the run's temporary folder (removed at its exit, but not after a SIGKILL) stays inside ``out``
+    env = {**os.environ, "PYTHON": sys.executable, "WHEELS": str(out / "no-wheels"), "TMPDIR": str(out)}
     env.pop("F5_BENCH_STARTED", None)
     return subprocess.Popen([str(RUN), *args, "--out", str(out), "--cache", str(cache)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

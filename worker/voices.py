@@ -47,7 +47,9 @@ def clip_info(data: bytes, where: str) -> tuple[float, int]:
     return seconds, int(info.samplerate)
 
 
-def add_voice(storage: Storage, name: str, clip: Path, text: str) -> Voice:
+def add_voice(storage: Storage, name: str, clip: Path, text: str, transcribed: bool = False) -> Voice:
+    """Upload a clip and its transcript (``transcribed``: the words come from a recogniser, kept in the record for
+    review)."""
     if not NAME.match(name):
         raise VoiceError(f"voice name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
     if not text.strip():
@@ -58,7 +60,7 @@ def add_voice(storage: Storage, name: str, clip: Path, text: str) -> Voice:
     storage.put(key, data, {"f5-voice": name}, content_type="audio/wav" if key.endswith(".wav") else "audio/*")
     voice = Voice(name, key, text.strip(), seconds, rate, hashlib.sha256(data).hexdigest())
     record = {"name": name, "ref_audio": key, "ref_text": voice.ref_text, "seconds": seconds, "sample_rate": rate,
-              "sha256": voice.sha256}
+              "sha256": voice.sha256, "transcribed": transcribed}
     storage.put(f"voices/{name}.json", json.dumps(record, ensure_ascii=False, indent=2).encode(),
                 content_type="application/json")
     return voice

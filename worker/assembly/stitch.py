@@ -55,6 +55,9 @@ class AssembleOptions:
         return FORMATS[self.fmt][2]
 
     def pause_after(self, entry: ManifestEntry) -> float:
+        """The silence after a segment: what its text asked for ([pause 1.5s], a scene break), else the usual."""
+        if entry.pause_after_s is not None:
+            return entry.pause_after_s
         if entry.heading:
             return self.title_pause_s
         return self.paragraph_pause_s if entry.paragraph_end else self.sentence_pause_s
@@ -137,11 +140,15 @@ def missing_keys(storage: Storage, prefix: str, book: str, entries: list[Manifes
     return [entry.key for entry in entries if entry.key not in present]
 
 
-def annotate(entries: list[ManifestEntry], chapters: list[ChapterFile]) -> list[ManifestEntry]:
-    """The manifest with each segment's place in its chapter file, and each chapter's duration."""
+def annotate(entries: list[ManifestEntry], chapters: list[ChapterFile],
+             quality: dict[str, str] | None = None) -> list[ManifestEntry]:
+    """The manifest with each segment's place in its chapter file, each chapter's duration, and each segment's quality
+    state (``quality``: key -> passed / rerendered / needs_review / accepted / pending)."""
     placed = {p.id: (c, p) for c in chapters for p in c.segments}
     annotated = []
     for entry in entries:
+        if quality is not None and entry.key in quality:
+            entry = entry.model_copy(update={"qa": quality[entry.key]})
         if entry.id not in placed:
             annotated.append(entry)
             continue
@@ -153,7 +160,8 @@ def annotate(entries: list[ManifestEntry], chapters: list[ChapterFile]) -> list[
 
 
 def dataset_files(entries: list[ManifestEntry], prefix: str, book: str) -> dict[str, bytes]:
-    """LJSpeech-style ``metadata.csv`` (id|text|normalised text) and a JSONL manifest of the segments."""
+    """LJSpeech-style ``metadata.csv`` (id|text|normalised text) and a JSONL manifest of the segments, each with its
+    quality state. Segments that need review stay out of ``metadata.csv`` (training data should say its words)."""
     def clean(text: str) -> str:
         return " ".join(text.replace("|", "/").split())
 
@@ -163,11 +171,13 @@ def dataset_files(entries: list[ManifestEntry], prefix: str, book: str) -> dict[
     for entry in entries:
         if getattr(entry, "gap", False):
             continue
-        writer.writerow([entry.id, clean(entry.text), clean(entry.normalized)])
+        state = getattr(entry, "qa", None)
+        if state != "needs_review":
+            writer.writerow([entry.id, clean(entry.text), clean(entry.normalized)])
         lines.append(json.dumps({"id": entry.id, "audio": entry.key, "text": clean(entry.text),
                                  "normalized_text": entry.normalized,
-                                 "duration": getattr(entry, "duration_s", None), "chapter": entry.chapter},
-                                ensure_ascii=False))
+                                 "duration": getattr(entry, "duration_s", None), "chapter": entry.chapter,
+                                 "voice": entry.voice or None, "qa": state}, ensure_ascii=False))
     folder = f"{book_dir_key(prefix, book)}/dataset"
     return {f"{folder}/metadata.csv": table.getvalue().encode("utf-8"),
             f"{folder}/manifest.jsonl": ("\n".join(lines) + "\n").encode("utf-8")}

@@ -266,7 +266,9 @@ class EngineServer:
         self._outbox.put(("pass", {
             "rows": chosen.plan.size, "padded_frames": result.padded_frames,
             "frames": sum(item.frames for item in chosen.plan.items), "seconds": result.seconds,
-            "idle_s": idle, "recompiles": result.recompiles, "memory": _device_memory(self.engine.device)}))
+            "idle_s": idle, "recompiles": result.recompiles, "memory": _device_memory(self.engine.device),
+            "voices": len({ticket.requests[r].voice.sha256 or id(ticket.requests[r].voice.audio)
+                           for ticket, r, _ in chosen.entries})}))
 
     def _send_loop(self) -> None:
         while True:

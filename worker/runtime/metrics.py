@@ -31,6 +31,8 @@ PASS_FILL = Histogram("f5_pass_fill", "Real frames over padded frames per pass",
 PASS_SECONDS = Histogram("f5_pass_seconds", "Duration of a sampling pass, vocoding included",
                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
 PASS_FRAMES = Counter("f5_pass_frames", "Frames through passes", ["kind"])  # real, padded
+PASS_VOICES = Histogram("f5_pass_voices", "Distinct voices (reference clips) among a pass's rows",
+                        buckets=(1, 2, 3, 4, 8, 16))
 ENGINE_BUSY = Counter("f5_engine_busy_seconds", "Time the engines spent in passes")
 ENGINE_IDLE = Counter("f5_engine_idle_seconds", "Time between passes while work was waiting in an engine")
 RECOMPILES = Counter("f5_recompiles", "Graphs torch.compile built after warm-up (each is a stall while serving)")
@@ -54,6 +56,8 @@ def on_pass(stats: dict) -> None:
     PASS_SECONDS.observe(stats["seconds"])
     PASS_FRAMES.labels("real").inc(stats["frames"])
     PASS_FRAMES.labels("padded").inc(padded)
+    if stats.get("voices"):
+        PASS_VOICES.observe(stats["voices"])
     ENGINE_BUSY.inc(stats["seconds"])
     ENGINE_IDLE.inc(stats["idle_s"])
     if stats.get("recompiles"):
