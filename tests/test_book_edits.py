@@ -4,6 +4,7 @@ real worker with the tiny random model, local storage (every write is a new file
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -69,7 +70,7 @@ def _enqueue(env, *args: str) -> str:
 
 
 def test_upstreams_story_toml_is_enqueued_as_it_is_and_passes_mix_voices(book_env, tmp_path):
-    env, work, port = book_env
+    env, _, port = book_env
     story = tmp_path / "story"
     story.mkdir()
     shutil.copy(UPSTREAM_STORY, story / "story.txt")
@@ -183,7 +184,7 @@ def _assert_chapter_holds(env, store: Path, manifests: Path, book: str) -> None:
     entries = _manifest(manifests, book)
     audio, rate = sf.read(store / "books" / book / "chapters" / "001.wav", dtype="float32")
     segments_s = sum(sf.info(store / e["key"]).frames for e in entries) / rate
-    pauses_s = sum(e["offset_s"] - (p["offset_s"] + p["duration_s"]) for p, e in zip(entries, entries[1:]))
+    pauses_s = sum(e["offset_s"] - (p["offset_s"] + p["duration_s"]) for p, e in itertools.pairwise(entries))
     assert abs(len(audio) / rate - (segments_s + pauses_s)) < 1e-3
     paused = next(i for i, e in enumerate(entries) if e["pause_after_s"] == 2.0)
     gap_start = entries[paused]["offset_s"] + entries[paused]["duration_s"]
