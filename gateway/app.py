@@ -1,4 +1,4 @@
-"""The gateway's ASGI app: the seed's ``/tts``, the jobs API, books, health and metrics.
+"""The gateway's ASGI app: the seed's ``/tts``, the jobs API, books, the review page, health and metrics.
 
 FastAPI (on Starlette): the job body *is* the contract's pydantic ``Job``, so validation, unknown-field refusal and the
 OpenAPI document come from the same models as the worker's, with no second description to keep in step.
@@ -20,8 +20,10 @@ from gateway import errors
 from gateway.limits import BodyLimit
 from gateway.metrics import RequestMetrics
 from gateway.models import ErrorBody
+from gateway.review import pages as review_pages
+from gateway.review import router as review_routes
 from gateway.routes import open_routes, routes
-from gateway.security import BearerAuth, RateLimit, check_configuration
+from gateway.security import BearerAuth, RateLimit, SessionCookies, check_configuration
 from gateway.service import GatewayService
 from worker.settings import Settings
 
@@ -36,8 +38,11 @@ def create_app(settings: Settings, service: GatewayService) -> FastAPI:
     app.state.service = service
     app.state.auth = BearerAuth(tokens, gateway.open)
     app.state.rate_limit = RateLimit(gateway.rate_per_s, gateway.rate_burst)
+    app.state.sessions = SessionCookies(tokens)  # the review page's cookie (a browser's <audio> sends no header)
     errors.install(app)
     app.include_router(routes)
+    app.include_router(review_routes)
+    app.include_router(review_pages)
     app.include_router(open_routes)
     if gateway.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contract import MAX_TEXT_CHARS, Job, JobParams, JobResult
+from worker.contract import MAX_TEXT_CHARS, Job, JobParams, JobResult, QASpec
+from worker.qa.reasons import Reason
 
 _P = JobParams.model_fields
 
@@ -79,6 +80,8 @@ class BookCounts(BaseModel):
     revoked: int
     queued: int
     failures: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    qa: dict[str, int] | None = Field(None, description="The quality gate's counts, as `f5-batch status` shows them "
+                                      "(passed, rerendered, needs_review, accepted, pending, unchecked).")
 
 
 class Health(BaseModel):
@@ -86,3 +89,80 @@ class Health(BaseModel):
     broker: bool | None = None
     workers: int | None = None
     reasons: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------- review page
+
+
+class DiffWord(BaseModel):
+    """One word of a segment's text (``missing``: the recogniser did not hear it) or of its transcript (``extra``:
+    heard, but not in the text), so that a reviewer sees at a glance what a take skipped or invented."""
+
+    word: str
+    mark: Literal["missing", "extra"] | None = None
+
+
+class ReviewTake(BaseModel):
+    attempt: int
+    seed: int
+    passed: bool
+    score: float
+    cer: float | None = None
+    transcript: str | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+    manual: bool = False
+    audio_url: str | None = Field(None, description="None when another take replaced it at the segment's key.")
+
+
+class ReviewItem(BaseModel):
+    """A flagged segment as the review page shows it: ``worker.books.review.Flagged``, with audio URLs and diffs."""
+
+    id: str
+    chapter: int
+    index: int
+    text: str = Field(..., description="What is spoken (the normalised text).")
+    raw: str = Field(..., description="The source text.")
+    state: str
+    best: int | None = None
+    score: float | None = None
+    cer: float | None = None
+    transcript: str | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+    attempts: list[ReviewTake] = Field(default_factory=list)
+    audio_url: str | None = Field(None, description="The kept take.")
+    text_diff: list[DiffWord] = Field(default_factory=list)
+    heard_diff: list[DiffWord] = Field(default_factory=list)
+    awaiting: bool = Field(False, description="Its text was edited and the new text's first take is not judged yet.")
+
+
+class ReviewList(BaseModel):
+    """What ``f5-batch review BOOK --json`` prints, for the page to poll."""
+
+    book: str
+    version: int
+    counts: dict[str, int]
+    flagged: list[ReviewItem]
+
+
+class RerenderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = QASpec.model_fields["seed"]
+
+
+class EditRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="What the segment should say.")
+
+
+class ReviewAction(BaseModel):
+    """What an action did: the record's new state (accept), the take sent (rerender), the new text (edit)."""
+
+    id: str
+    action: Literal["accept", "rerender", "edit"]
+    state: str | None = None
+    attempt: int | None = None
+    seed: int | None = None
+    text: str | None = None
+    version: int | None = None
