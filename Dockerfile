@@ -31,7 +31,7 @@ COPY worker ./worker
 COPY producer ./producer
 COPY gateway ./gateway
 COPY schema ./schema
-RUN pip install ".[worker,gateway,flower]"
+RUN pip install ".[worker,gateway,flower,qa]"
 
 RUN useradd --create-home --uid 1000 f5 && mkdir -p /models /data && chown -R f5 /models /data
 USER f5

@@ -3,7 +3,10 @@ tiny random model on CPU, the worker started with the default command (no pool f
 
 Two cases, the same two chapters of the Quijote:
 
-1. the book sent by the producer with its defaults (``f5-batch enqueue``: batches of 8 segments);
+1. the book sent by the producer with its defaults (``f5-batch enqueue``: batches of 8 segments), once per quality
+   gate in ``--qa`` (default ``off,signal``: the gate's checks must not cost fill; ``asr`` adds a QA worker with
+   pocketsphinx). One take per segment (``--qa-attempts 1``): the random model fails every check, and re-renders
+   would change the workload rather than measure the checks;
 2. the same segments sent as single ``f5tts.synthesize`` jobs by a plain Celery client (another backend).
 
 From the worker's own Prometheus metrics, over the window in which the queue is deep (from the first stored segment
@@ -13,7 +16,7 @@ passes over its busy time. The tiny DiT, a 2-second reference and NFE 1 on one C
 30 ms per job) stays the same, so the idle share measured here is a lower bound for a GPU, not a prediction. Prints a
 table and writes ``bench/results/gathering-cpu.json`` (or ``--name``).
 
-    python bench/bench_gathering.py [--nfe 1] [--chapters 1-2]
+    python bench/bench_gathering.py [--nfe 1] [--chapters 1-2] [--qa off,signal,asr]
     python bench/bench_gathering.py --threads 2 --batch-frames 24000 --name gathering-cpu-short-passes
 """
 
@@ -100,7 +103,9 @@ def main() -> None:
     parser.add_argument("--batch-frames", type=int, default=None,
                         help="F5_BATCH_FRAMES, the frame budget of a pass (default: the worker's own)")
     parser.add_argument("--name", default="gathering-cpu", help="results file name")
+    parser.add_argument("--qa", default="off,signal", help="quality gates to run case 1 with, comma-separated")
     args = parser.parse_args()
+    gates = [g.strip() for g in args.qa.split(",") if g.strip()]
 
     work = Path(tempfile.mkdtemp(prefix="f5bench-gather-"))
     redis = RedisServer(work / "redis", appendonly=True).start()
@@ -108,20 +113,25 @@ def main() -> None:
     s3.create_bucket(BUCKET)
     port = free_port()
     env = worker_env(redis.url, f"s3://{BUCKET}/{PREFIX}", work / "weights", s3.endpoint, F5_METRICS_PORT=str(port),
-                     OMP_NUM_THREADS=str(args.threads),
+                     OMP_NUM_THREADS=str(args.threads), F5_QA_ASR="pocketsphinx",
                      **({"F5_BATCH_FRAMES": str(args.batch_frames)} if args.batch_frames else {}))
     reference = work / "narrador.wav"
     reference.write_bytes(short_reference())
     assert cli(env, "voice", "add", "narrador", str(reference), "--text", REF_TEXT).returncode == 0
     worker = WorkerProcess(env, work / "logs").start()  # the default deployment command: no -P, no -c
+    qa = WorkerProcess({**env, "F5_WORKER_ROLE": "qa"}, work / "logs").start() if "asr" in gates else None
     rows = []
     try:
         manifests = work / "manifests"
-        enqueue = cli(env, "enqueue", str(corpus_path()), "--book", "book", "--voice", "narrador", "--chapters",
-                      args.chapters, "--nfe-step", str(args.nfe), "--manifest-dir", str(manifests), timeout=600)
-        assert enqueue.returncode == 0, enqueue.stderr[-2000:]
-        entries = [json.loads(line) for line in (manifests / "book.jsonl").read_text().splitlines()]
-        rows.append(window("1: producer, defaults (batches of 8)", s3, "books/book/", len(entries), port))
+        for gate in gates:
+            book = f"book-{gate}"
+            enqueue = cli(env, "enqueue", str(corpus_path()), "--book", book, "--voice", "narrador", "--chapters",
+                          args.chapters, "--nfe-step", str(args.nfe), "--qa", gate, "--qa-attempts", "1",
+                          "--manifest-dir", str(manifests), timeout=600)
+            assert enqueue.returncode == 0, enqueue.stderr[-2000:]
+            entries = [json.loads(line) for line in (manifests / f"{book}.jsonl").read_text().splitlines()]
+            rows.append({**window(f"1: producer, defaults (batches of 8), qa {gate}", s3, f"books/{book}/",
+                                  len(entries), port), "qa": gate})
 
         from celery import Celery
 
@@ -135,6 +145,8 @@ def main() -> None:
         rows.append(window("2: single jobs, plain Celery client", s3, "singles/", len(entries), port))
     finally:
         worker.stop()
+        if qa is not None:
+            qa.stop()
         s3.stop()
         redis.stop()
     print_table(rows, ["case", "segments", "passes", "rows_per_pass", "fill", "pass_s_mean", "busy_s", "idle_s",
@@ -143,7 +155,9 @@ def main() -> None:
         "setup": {"worker": "celery -A worker worker (defaults: threads pool, one engine process)",
                   "model": f"tiny-random on CPU, {args.threads} torch thread(s)", "nfe_step": args.nfe,
                   "batch_frames": args.batch_frames or "the worker's default",
-                  "reference_s": REF_SECONDS, "storage": "moto S3 server over HTTP", "broker": "redis-server",
+                  "reference_s": REF_SECONDS,
+                  "qa": "one take per segment; asr: pocketsphinx on a QA worker",
+                  "storage": "moto S3 server over HTTP", "broker": "redis-server",
                   "window": "from the first stored segment until 80% are stored (the queue is deep)"},
         "rows": rows})
     print(f"\nwrote {path}")

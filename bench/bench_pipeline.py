@@ -2,9 +2,12 @@
 
 Measures what the pipeline adds beyond inference for each job (broker, result backend, storage, WAV encoding, the
 hand-over to the engine process): jobs are sent one at a time and the client-side latency minus the engine's inference
-time is the overhead. Then the same jobs are sent all at once, as singles and as producer-style batches, for
-throughput. The worker runs the default deployment command (threads pool, one engine process). Writes
-``bench/results/pipeline-cpu.json``.
+time is the overhead, broken down by stage from the job's own timings (queue: publish to task start; check: skip
+check and reference; prepare, engine wait, finish: inside the engine process; transfer: the pipe both ways; encode;
+upload; the rest: the task's start and end in Celery and the result's way back). Sent through the project's client
+(whose publish wakes an idle worker at once) and through a plain Celery client (served at the worker's next poll).
+Then the same jobs are sent all at once, as singles and as producer-style batches, for throughput. The worker runs the
+default deployment command (threads pool, one engine process). Writes ``bench/results/pipeline-cpu.json``.
 
     python bench/bench_pipeline.py --jobs 50
 """
@@ -37,27 +40,51 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+STAGES = ("queue", "check", "prepare", "engine_wait", "finish", "transfer", "encode", "upload")
+
+
 def _sequential(client, segments: list[str], nfe: int, tag: str, mode: str) -> dict:
-    """Jobs sent one at a time: client latency minus engine inference is what the pipeline adds."""
+    """Jobs sent one at a time (the worker idle in between): client latency minus engine inference is what the
+    pipeline adds; the job's timings say where."""
+    from worker.constants import ENQUEUED_AT_HEADER
+
     for warm in range(2):  # first calls allocate; not part of the figures
         client.send_task("f5tts.synthesize", kwargs={"job": _job(segments[warm], warm, nfe, f"warm-{tag}")},
                          queue="f5tts").get(timeout=300)
-    overheads, latencies, inference, uploads = [], [], [], []
+    overheads, latencies, inference = [], [], []
+    stages: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "rest")}
     for index, text in enumerate(segments):
+        time.sleep(0.2)  # an idle worker, as a lone job finds it
         start = time.perf_counter()
-        result = client.send_task("f5tts.synthesize", kwargs={"job": _job(text, index, nfe, tag)},
-                                  queue="f5tts").get(timeout=300)
+        result = client.send_task("f5tts.synthesize", kwargs={"job": _job(text, index, nfe, tag)}, queue="f5tts",
+                                  headers={ENQUEUED_AT_HEADER: time.time()}).get(timeout=300, interval=0.001)
         latency = time.perf_counter() - start
+        timings = result["timings"]
         latencies.append(latency)
-        inference.append(result["timings"]["inference_s"])
-        uploads.append(result["timings"]["upload_s"])
-        overheads.append(latency - result["timings"]["inference_s"])
-    return {"mode": mode, "jobs": len(segments),
-            "overhead_median_ms": round(1000 * statistics.median(overheads), 2),
-            "overhead_p95_ms": round(1000 * _percentile(overheads, 0.95), 2),
-            "latency_median_ms": round(1000 * statistics.median(latencies), 2),
-            "inference_median_ms": round(1000 * statistics.median(inference), 2),
-            "upload_median_ms": round(1000 * statistics.median(uploads), 2)}
+        inference.append(timings["inference_s"])
+        overheads.append(latency - timings["inference_s"])
+        accounted = timings["inference_s"]
+        for stage in STAGES:
+            value = timings.get(f"{stage}_s") or 0.0
+            stages[stage].append(value)
+            accounted += value
+        stages["rest"].append(max(0.0, latency - accounted))
+    row = {"mode": mode, "jobs": len(segments),
+           "overhead_median_ms": round(1000 * statistics.median(overheads), 2),
+           "overhead_p95_ms": round(1000 * _percentile(overheads, 0.95), 2),
+           "latency_median_ms": round(1000 * statistics.median(latencies), 2),
+           "inference_median_ms": round(1000 * statistics.median(inference), 2)}
+    row.update({f"{stage}_median_ms": round(1000 * statistics.median(values), 2) for stage, values in stages.items()})
+    return row
+
+
+def project_client(redis_url: str):
+    """The project's own Celery app, publishing through the workers' transport (its publish wakes idle workers)."""
+    from worker.celery_app import create_app, publish_through_the_hardened_transport
+    from worker.settings import BrokerSettings, Settings
+
+    settings = Settings(broker=BrokerSettings(broker_url=redis_url, result_backend=redis_url))
+    return publish_through_the_hardened_transport(create_app(settings), settings)
 
 
 def main() -> None:
@@ -81,8 +108,9 @@ def main() -> None:
     s3.client().put_object(Bucket=BUCKET, Key=f"{PREFIX}/{VOICE}", Body=ref_wav)
     env = worker_env(redis.url, f"s3://{BUCKET}/{PREFIX}", work / "weights", s3.endpoint)
     worker = WorkerProcess(env, work / "logs", concurrency=args.concurrency).start()
-    client = Celery("bench", broker=redis.url, backend=redis.url)
-    client.conf.update(task_serializer="json", accept_content=["json"])
+    plain = Celery("bench", broker=redis.url, backend=redis.url)
+    plain.conf.update(task_serializer="json", accept_content=["json"])
+    client = project_client(redis.url)
     segments = quijote_segments(args.jobs)
     rows = []
     try:
@@ -115,12 +143,17 @@ def main() -> None:
         worker = WorkerProcess(worker_env(redis.url, f"file://{store}", work / "weights"), work / "logs",
                                concurrency=args.concurrency).start()
         rows.append(_sequential(client, segments, args.nfe, "local", "sequential singles (local folder storage)"))
+        rows.append(_sequential(plain, segments, args.nfe, "plain", "sequential singles, plain Celery client "
+                                                                     "(no wake-up: the worker's poll)"))
     finally:
         worker.stop()
         s3.stop()
         redis.stop()
     print_table(rows, ["mode", "jobs", "overhead_median_ms", "overhead_p95_ms", "latency_median_ms",
-                       "inference_median_ms", "upload_median_ms", "wall_s", "audio_s_per_s", "jobs_per_s"])
+                       "inference_median_ms", "wall_s", "audio_s_per_s", "jobs_per_s"])
+    print()
+    print_table([r for r in rows if "queue_median_ms" in r],
+                ["mode", *(f"{stage}_median_ms" for stage in (*STAGES, "rest"))])
     path = write_results("pipeline-cpu", {"device": "cpu", "model": "tiny-random", "nfe_step": args.nfe,
                                           "concurrency": args.concurrency, "rows": rows,
                                           "note": "overhead = client latency - engine inference time, per job"})

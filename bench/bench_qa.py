@@ -106,9 +106,10 @@ def bench_pocketsphinx(items: list[Sample], repeat: int) -> tuple[list[dict[str,
     runs: list[list[str]] = []
     wall = best_of(repeat, lambda: runs.append(transcribe_each(recognizer, english)))
     heard = runs[-1]
-    observed = [{"clip": s.name, "text": s.text, "heard": h,
-                 "cer": None if s.text is None else round(score(s.text, h, "en").cer, 3)}
-                for s, h in zip(english, heard, strict=True)]
+    observed: list[dict[str, object]] = [
+        {"clip": s.name, "text": s.text, "heard": h,
+         "cer": None if s.text is None else round(score(s.text, h, "en").cer, 3)}
+        for s, h in zip(english, heard, strict=True)]
     return [row("pocketsphinx", "one clip at a time (English only)", english, wall, threads=1)], observed
 
 

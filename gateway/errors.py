@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.result import AsyncResult
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +24,7 @@ class ApiError(Exception):
         self.status, self.body, self.headers = status, ErrorBody(code=code, message=message, field=field), headers
 
 
-def _field(loc: tuple) -> str | None:
+def _field(loc: tuple[int | str, ...]) -> str | None:
     return ".".join(str(part) for part in loc if part != "body") or None
 
 
@@ -41,17 +43,18 @@ def validation_error(exc: RequestValidationError | ValidationError, rename: dict
 INTERNAL_CODES = ("internal_error", "retries_exhausted", "worker_lost")
 
 
-def job_failure(result: AsyncResult) -> ErrorBody:
+def job_failure(result: AsyncResult[Any]) -> ErrorBody:
     """The structured error of a failed job, as the worker raised it (internal detail withheld)."""
     error = result.result
     if isinstance(error, BadInputError):
         body = ErrorBody(code=error.code, message=error.message, field=error.field)
     else:
-        args = getattr(error, "args", ())
-        if len(args) == 3 and all(isinstance(a, str) or a is None for a in args):  # a BadInputError, by name
-            body = ErrorBody(code=args[0], message=args[1], field=args[2])
-        else:
-            body = ErrorBody(code="internal_error", message=f"{type(error).__name__}: {error}")
+        args: tuple[object, ...] = getattr(error, "args", ())
+        match args:
+            case (str(code), str(message), str() | None as field):  # a BadInputError, by name
+                body = ErrorBody(code=code, message=message, field=field)
+            case _:
+                body = ErrorBody(code="internal_error", message=f"{type(error).__name__}: {error}")
     if body.code in INTERNAL_CODES:
         return ErrorBody(code=body.code, message=f"the job failed on the worker's side ({body.code}); the operator "
                          f"can look it up by its task id, {result.id}", field=None)
@@ -81,6 +84,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = exc.detail if isinstance(exc.detail, dict) else {"code": "http_error", "message": str(exc.detail),
-                                                                "field": None}
+        detail: object = exc.detail  # a str for Starlette, anything for FastAPI's (ours carry the error body)
+        body = detail if isinstance(detail, dict) else {"code": "http_error", "message": str(detail), "field": None}
         return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))

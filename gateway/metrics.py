@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("f5_gateway_requests", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("f5_gateway_request_seconds", "HTTP request latency", ["route", "method"],
@@ -14,16 +15,16 @@ LATENCY = Histogram("f5_gateway_request_seconds", "HTTP request latency", ["rout
 class RequestMetrics:
     """ASGI middleware; routes are reported by their template (``/v1/jobs/{job_id}``), never by raw path."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start, status = time.perf_counter(), 500
 
-        async def tracked_send(message):
+        async def tracked_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

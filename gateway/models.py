@@ -10,7 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from worker.contract import MAX_TEXT_CHARS, Job, JobParams, JobResult, QASpec
 from worker.qa.reasons import Reason
 
-_P = JobParams.model_fields
+
+def _same_as(model: type[BaseModel], name: str) -> Any:
+    """A contract field (bounds, default, description) reused as it is, so that each is written once. Typed as
+    pydantic's ``Field`` is: the checker takes it as the field's default."""
+    return model.model_fields[name]
 
 
 class TTSRequest(BaseModel):
@@ -21,11 +25,11 @@ class TTSRequest(BaseModel):
 
     gen_text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="Text to speak.")
     ref_text: str = Field("", max_length=1000, description="Transcript of the voice's clip; empty: the voice's own.")
-    nfe_step: int = _P["nfe_step"]
-    use_fp16: bool = _P["use_fp16"]
-    cfg_strength: float = _P["cfg_strength"]
-    speed: float = _P["speed"]
-    seed: int | None = _P["seed"]
+    nfe_step: int = _same_as(JobParams, "nfe_step")
+    use_fp16: bool = _same_as(JobParams, "use_fp16")
+    cfg_strength: float = _same_as(JobParams, "cfg_strength")
+    speed: float = _same_as(JobParams, "speed")
+    seed: int | None = _same_as(JobParams, "seed")
     voice: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                               description="A voice added with `f5-batch voice add`; default: F5_DEFAULT_VOICE.")
 
@@ -147,7 +151,7 @@ class ReviewList(BaseModel):
 class RerenderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seed: int | None = QASpec.model_fields["seed"]
+    seed: int | None = _same_as(QASpec, "seed")
 
 
 class EditRequest(BaseModel):

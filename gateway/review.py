@@ -140,7 +140,8 @@ def review(request: Request, svc: Service) -> Review:
         if getattr(state, "review", None) is None:
             state.review = Review(svc, TakeRecords.for_results(svc.settings.broker),
                                   _Books(svc.storage, svc.settings.gateway.prefix))
-    return state.review
+    built: Review = state.review
+    return built
 
 
 Context = Annotated[Review, Depends(review)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from celery.result import AsyncResult
@@ -19,23 +19,37 @@ from gateway.models import (
     ErrorBody,
     Health,
     JobAccepted,
+    JobState,
     JobStatus,
     TTSRequest,
 )
 from gateway.service import GatewayService, Sent
+from worker.books.review import qa_counts
 from worker.books.status import book_status, manifest_from_storage
 from worker.constants import PRIORITY_INTERACTIVE, PRIORITY_JOBS
-from worker.contract import Job, JobParams, VoiceSpec
+from worker.contract import Job, JobParams, JobResult, VoiceSpec
 from worker.runtime.deadletter import DeadLetters
+from worker.runtime.takes import TakeRecords
 from worker.storage import ObjectNotFound
 
-STATES = {"PENDING": "queued", "RECEIVED": "queued", "STARTED": "running", "RETRY": "retrying",
+STATES: dict[str, JobState] = {"PENDING": "queued", "RECEIVED": "queued", "STARTED": "running", "RETRY": "retrying",
           "SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "failed"}
 WAV = {"content": {"audio/wav": {}}, "description": "The WAV."}
 
 
 def service(request: Request) -> GatewayService:
-    return request.app.state.service
+    svc: GatewayService = request.app.state.service
+    return svc
+
+
+def _audio_key(result: AsyncResult[Any]) -> str:
+    """Where a succeeded job's audio is (the ``key`` of its result)."""
+    value = result.result
+    key = value.get("key") if isinstance(value, dict) else None
+    if not isinstance(key, str):
+        raise ApiError(500, "internal_error", f"the job's result names no audio; the operator can look it up by its "
+                       f"task id, {result.id}")
+    return key
 
 
 Service = Annotated[GatewayService, Depends(service)]
@@ -93,7 +107,7 @@ async def tts(body: TTSRequest, svc: Service) -> Response:
         error = job_failure(result)
         raise ApiError(status_for(error.code), error.code, error.message, TTS_FIELDS.get(error.field or "",
                                                                                       error.field))
-    audio = await anyio.to_thread.run_sync(svc.storage.get, result.result["key"])
+    audio = await anyio.to_thread.run_sync(svc.storage.get, _audio_key(result))
     return Response(audio, media_type="audio/wav")
 
 
@@ -126,11 +140,11 @@ def _known(svc: GatewayService, job_id: str) -> Sent:
 def job_status(job_id: str, svc: Service) -> JobStatus:
     """The job's state, and its result or its structured error."""
     sent = _known(svc, job_id)
-    result = AsyncResult(sent.id, app=svc.app)
-    state = result.state
+    result: AsyncResult[Any] = AsyncResult(sent.id, app=svc.app)
+    state: str = result.state  # any of Celery's states (REVOKED, RECEIVED…), not only the five its stubs list
     status = JobStatus(id=sent.id, job_id=sent.job_id, state=STATES.get(state, "queued"), celery_state=state)
     if state == "SUCCESS":
-        status.result, status.audio_url = result.result, f"/v1/jobs/{sent.id}/audio"
+        status.result, status.audio_url = JobResult.model_validate(result.result), f"/v1/jobs/{sent.id}/audio"
     elif state == "FAILURE":
         status.error = job_failure(result)
     elif state == "REVOKED":
@@ -143,10 +157,10 @@ def job_status(job_id: str, svc: Service) -> JobStatus:
 def job_audio(job_id: str, svc: Service) -> Response:
     """The job's WAV streamed from storage (or, with ``F5_GATEWAY_AUDIO_REDIRECT``, a presigned S3 URL)."""
     sent = _known(svc, job_id)
-    result = AsyncResult(sent.id, app=svc.app)
+    result: AsyncResult[Any] = AsyncResult(sent.id, app=svc.app)
     if result.state != "SUCCESS":
         raise ApiError(409, "not_ready", f"the job is {STATES.get(result.state, 'queued')}")
-    key = result.result["key"]
+    key = _audio_key(result)
     info = svc.storage.head(key)
     if info is None:
         raise ApiError(404, "audio_gone", f"the audio at {key!r} is no longer in storage")
@@ -156,8 +170,7 @@ def job_audio(job_id: str, svc: Service) -> Response:
         blocks = svc.storage.open(key)
     except ObjectNotFound:
         raise ApiError(404, "audio_gone", f"the audio at {key!r} is no longer in storage") from None
-    return StreamingResponse(blocks, media_type="audio/wav", headers={"Content-Length": str(info.size)} if info
-                             else None)
+    return StreamingResponse(blocks, media_type="audio/wav", headers={"Content-Length": str(info.size)})
 
 
 @routes.get("/v1/books/{book}", response_model=BookCounts)
@@ -169,7 +182,8 @@ def book(book: str, svc: Service) -> BookCounts:
     except FileNotFoundError:
         raise ApiError(404, "unknown_book", f"no manifest for book {book!r} under {prefix!r}") from None
     status = book_status(svc.app, svc.storage, DeadLetters.for_results(svc.settings.broker), entries, prefix, book)
-    return BookCounts(book=book, **status.summary(), failures=status.failed)
+    records = TakeRecords.for_results(svc.settings.broker).by_key(book, [e.key for e in entries])
+    return BookCounts(book=book, **status.summary(), failures=status.failed, qa=qa_counts(records, entries))
 
 
 @routes.get("/metrics", response_class=Response)

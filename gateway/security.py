@@ -56,7 +56,7 @@ class RateLimit:
     """A token bucket per bearer token: ``rate`` requests a second on average, ``burst`` at once. One client cannot
     take the gateway (and the GPUs behind it) from the others. Per gateway process; 0 turns it off."""
 
-    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
         self._buckets: dict[int, tuple[float, float]] = {}  # token -> (tokens left, when)
         self._lock = threading.Lock()

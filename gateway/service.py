@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 from cachetools import TTLCache
@@ -50,16 +50,19 @@ class Sent:
     key: str
 
 
-class _Cached:
+T = TypeVar("T")
+
+
+class _Cached(Generic[T]):
     """A value read at most once per ``ttl_s`` (the queue's length, the workers' presence)."""
 
-    def __init__(self, read: Callable[[], Any], ttl_s: float) -> None:
+    def __init__(self, read: Callable[[], T], ttl_s: float) -> None:
         self.read, self.ttl_s = read, ttl_s
-        self._value: Any = None
+        self._value: T  # read on the first get
         self._at = -1e9
         self._lock = threading.Lock()
 
-    def get(self) -> Any:
+    def get(self) -> T:
         with self._lock:
             if time.monotonic() - self._at >= self.ttl_s:
                 self._value, self._at = self.read(), time.monotonic()
@@ -87,7 +90,7 @@ class GatewayService:
         self.app = app
         self.storage = storage
         self.registry = JobRegistry.for_results(settings.broker)
-        self._voices: TTLCache = TTLCache(maxsize=64, ttl=60)
+        self._voices: TTLCache[str, Voice] = TTLCache(maxsize=64, ttl=60)
         self._queue_length = _Cached(self._read_queue_length, 1.0)
         self._workers = _Cached(self._read_workers, 2.0)
         self._broker_ok = _Cached(self._read_broker_ok, 2.0)
@@ -129,16 +132,16 @@ class GatewayService:
                            kwargsrepr=f"{{'job': {sent.job_id!r} -> {sent.key!r} (gateway)}}")
         return sent
 
-    async def finished(self, task_id: str, timeout_s: float) -> AsyncResult | None:
+    async def finished(self, task_id: str, timeout_s: float) -> AsyncResult[Any] | None:
         """The job's result once it has finished (succeeded or failed), or None after ``timeout_s``. Waits on the
         event loop, not in a thread: a /tts that waits a minute holds no worker thread of the server."""
         if self._pollers is None:
             self._pollers = anyio.CapacityLimiter(POLL_THREADS)
-        result = AsyncResult(task_id, app=self.app)
+        result: AsyncResult[Any] = AsyncResult(task_id, app=self.app)
         deadline = time.monotonic() + timeout_s
         pause = 0.005
         while True:
-            state = await anyio.to_thread.run_sync(lambda: result.state, limiter=self._pollers)
+            state: str = await anyio.to_thread.run_sync(lambda: result.state, limiter=self._pollers)
             if state in ("SUCCESS", "FAILURE", "REVOKED"):
                 return result
             left = deadline - time.monotonic()
@@ -165,8 +168,9 @@ class GatewayService:
     def _read_queue_length(self) -> int:
         with self.app.connection_for_read() as connection:
             try:
-                return int(connection.default_channel.queue_declare(queue=self.settings.broker.queue,
-                                                                    passive=True).message_count)
+                declared = connection.default_channel.queue_declare(  # type: ignore[attr-defined]  # kombu-stubs' StdChannel omits queue_declare
+                    queue=self.settings.broker.queue, passive=True)
+                return int(declared.message_count)
             except Exception:  # not declared yet: nothing waits
                 return 0
 
@@ -191,7 +195,7 @@ class GatewayService:
             return False
 
     def broker_ok(self) -> bool:
-        return bool(self._broker_ok.get())
+        return self._broker_ok.get()
 
     def _read_workers(self) -> int:
         try:

@@ -9,20 +9,23 @@ once if all its audio is already stored; otherwise the worker storing its last s
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from producer.jobs import Message
 from worker.runtime.chapters import ChapterTracker
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 
 class ChapterCloser:
-    def __init__(self, tracker: ChapterTracker, app, book: str, options: dict[str, Any]) -> None:
+    def __init__(self, tracker: ChapterTracker, app: Celery, book: str, options: dict[str, Any]) -> None:
         self.tracker = tracker
         self.app = app
         self.book = book
         self.options = options
-        self.entries: dict[int, list[dict]] = defaultdict(list)
-        self.unconfirmed: Counter = Counter()
+        self.entries: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.unconfirmed: Counter[int] = Counter()
         self.closed: set[int] = set()
         self.finalized: set[int] = set()
         self.sent = 0

@@ -111,7 +111,7 @@ def _cover_bytes(book: Any) -> bytes | None:
     images = [*book.get_items_of_type(ITEM_IMAGE), *book.get_items_of_type(ITEM_COVER)]
     candidates += [i for i in images if "cover" in (i.get_id() or "").lower() or "cover" in i.get_name().lower()]
     for item in candidates:
-        data = item.get_content() if item is not None else None
+        data: bytes | None = item.get_content() if item is not None else None
         if data and cover_type(data):
             return data
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import click
 
 from producer import corpus
 from producer.cast import BookCast
+from producer.corpus import Segment
 from producer.enqueue import EnqueueInterrupted, EnqueueResult, corpus_size, finish_manifest, publish_book
 from producer.interrupts import interruptible
 from producer.jobs import BookJobs
@@ -79,9 +81,10 @@ class BookSource:
     def limit(self, record: BookRecord, max_chars: int | None) -> Any:
         if self.cast is None:
             return record.max_chars
-        return lambda voice: self.cast.limit(voice or self.cast.narrator, record.params, max_chars)  # type: ignore
+        cast = self.cast
+        return lambda voice: cast.limit(voice or cast.narrator, record.params, max_chars)
 
-    def segments(self, record: BookRecord):
+    def segments(self, record: BookRecord) -> Iterator[Segment]:
         from producer.cmd_common import only_chapters
 
         stream = corpus.segments(self.path, self.limit(record, record.extra.get("max_chars_option")), record.lang,

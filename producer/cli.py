@@ -8,7 +8,7 @@ from producer import logs
 from producer.cmd_assemble import assemble
 from producer.cmd_enqueue import enqueue
 from producer.cmd_resume import resume
-from producer.cmd_review import check, rerender_command, review
+from producer.cmd_review import accept_command, check, rerender_command, review
 from producer.cmd_serve import serve
 from producer.cmd_status import status, voice
 from producer.synth import synth
@@ -21,5 +21,6 @@ def main(verbose: int) -> None:
     logs.configure(verbose)
 
 
-for command in (synth, enqueue, resume, status, review, check, rerender_command, voice, assemble, serve):
+for command in (synth, enqueue, resume, status, review, check, accept_command, rerender_command, voice, assemble,
+                serve):
     main.add_command(command)

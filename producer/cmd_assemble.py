@@ -18,6 +18,7 @@ from worker.assembly.audio_out import FORMATS, Levelling
 from worker.assembly.naming import audiobook_file_name
 from worker.assembly.stitch import (
     AssembleOptions,
+    ChapterFile,
     MissingSegments,
     annotate,
     assemble_chapter,
@@ -28,10 +29,11 @@ from worker.assembly.stitch import (
     write_m4b,
 )
 from worker.assembly.tags import Cover, Track, chapter_title, tag_chapter_file
-from worker.books.manifest import BookRecord, book_dir_key, entry_line
+from worker.books.manifest import BookRecord, ManifestEntry, book_dir_key, entry_line
 from worker.books.meta import BookMeta
 from worker.constants import HOP_LENGTH, SAMPLE_RATE
 from worker.keys import validate_key
+from worker.settings import Settings
 from worker.speech import estimated_frames, planning_seconds
 from worker.storage import ObjectNotFound, Storage
 
@@ -91,7 +93,7 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
     art = _cover(storage, meta, cover)
     tag = _chapter_tagger(fmt, sorted({e.chapter for e in entries}), meta, art)
 
-    def gap_seconds(entry) -> float:
+    def gap_seconds(entry: ManifestEntry) -> float:
         if record is None or ref_seconds is None:
             return 0.07 * len(entry.normalized)  # a narrator's pace, when the voice is unknown
         frames = estimated_frames(ref_seconds, record.voice.ref_text, entry.normalized, record.params.speed) \
@@ -100,7 +102,7 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
 
     workdir = new_workdir()
     started = time.monotonic()
-    chapters = []
+    chapters: list[ChapterFile] = []
     try:
         groups = by_chapter(selected)
         with bar("chapters") as progress:
@@ -109,8 +111,8 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
                 chapters.append(assemble_chapter(storage, prefix, book, chapter_entries, options, workdir,
                                                  gap_seconds, tag))
                 progress.update(task, advance=1, rate=f"{sum(c.duration_s for c in chapters) / 3600:.2f} h")
-        quality = _quality(settings, book, entries)
-        _write_outputs(storage, files, prefix, book, entries, chapters, options, quality)
+        states = _quality(settings, book, entries)
+        _write_outputs(storage, files, prefix, book, entries, chapters, options, states)
         if m4b:
             try:
                 local = workdir / "book.m4b"
@@ -129,13 +131,13 @@ def assemble(book: str, fmt: str, quality: float | None, cbr: bool, sentence_pau
                   f"{sum(c.bytes for c in chapters) / 2**20:.1f} MB of {fmt}, in {elapsed:.1f} s"
                   + (f"; {gaps} gap(s) filled with silence" if gaps else ""))
     in_chapters = {e.key for e in selected}
-    flagged = sum(1 for key, state in quality.items() if state == "needs_review" and key in in_chapters)
+    flagged = sum(1 for key, state in states.items() if state == "needs_review" and key in in_chapters)
     if flagged:
         console.print(f"[yellow]{book}: {flagged} segment(s) need review[/]; they are in the chapters with their best "
                       f"take (`f5-batch review {book}`, or the gateway's review page)")
 
 
-def _quality(settings, book: str, entries) -> dict[str, str]:
+def _quality(settings: Settings, book: str, entries: list[ManifestEntry]) -> dict[str, str]:
     """Each segment's quality state, where the gate has judged it (empty when Redis cannot be reached)."""
     from worker.runtime.takes import TakeRecords
 
@@ -187,7 +189,7 @@ def _chapter_tagger(fmt: str, numbers: list[int], meta: BookMeta,
     return tag
 
 
-def _reference_seconds(storage, record: BookRecord | None) -> float | None:
+def _reference_seconds(storage: Storage, record: BookRecord | None) -> float | None:
     if record is None:
         return None
     import io
@@ -201,7 +203,8 @@ def _reference_seconds(storage, record: BookRecord | None) -> float | None:
     return planning_seconds(info.frames / info.samplerate)
 
 
-def _write_outputs(storage, files: ManifestFiles, prefix: str, book: str, entries, chapters, options,
+def _write_outputs(storage: Storage, files: ManifestFiles, prefix: str, book: str, entries: list[ManifestEntry],
+                   chapters: list[ChapterFile], options: AssembleOptions,
                    quality: dict[str, str] | None = None) -> None:
     annotated = annotate(entries, chapters, quality)
     folder = book_dir_key(prefix, book)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -12,7 +12,19 @@ from producer.progress import DEFAULT_INTERVAL_S
 from worker.settings import load_settings
 from worker.storage import by_url
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from worker.settings import Settings
+    from worker.storage import Storage
+
+
+class _InChapter(Protocol):
+    @property
+    def chapter(self) -> int: ...
+
+
+T = TypeVar("T", bound=_InChapter)
 
 common = [
     click.option("--prefix", default="books", show_default=True, help="Key prefix under the storage URL."),
@@ -35,11 +47,12 @@ def with_common(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def _context() -> tuple[Any, Any, Any]:
-    from worker.celery_app import app
+def _context() -> tuple[Settings, Celery, Storage]:
+    from worker.celery_app import app, publish_through_the_hardened_transport
 
     settings = load_settings()
-    return settings, app, by_url(settings.storage.storage_url, settings.storage)
+    return settings, publish_through_the_hardened_transport(app, settings), by_url(settings.storage.storage_url,
+                                                                                   settings.storage)
 
 
 def _chapter_range(text: str | None) -> tuple[int, int] | None:
@@ -52,8 +65,7 @@ def _chapter_range(text: str | None) -> tuple[int, int] | None:
         raise click.BadParameter(f"{text!r}: use N or N-M", param_hint="--chapters") from None
 
 
-def only_chapters(items: Iterable[T], chapter_range: str | None) -> Iterable[T]:
+def only_chapters(items: Iterable[T], chapter_range: str | None) -> Iterator[T]:
     """Segments or manifest entries of the chapters in ``chapter_range`` (``N`` or ``N-M``; None: all)."""
     bounds = _chapter_range(chapter_range)
-    return items if bounds is None else (item for item in items  # type: ignore[attr-defined]
-                                         if bounds[0] <= item.chapter <= bounds[1])
+    return iter(items) if bounds is None else (item for item in items if bounds[0] <= item.chapter <= bounds[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from producer.cast import BookCast, CastVoice, build_cast, stored_voice
 from producer.cmd_common import _context, only_chapters, progress_option, resend_option, with_common
 from producer.jobs import BOOK_ID, book_record
 from producer.manifest import ManifestFiles
+from producer.normalize import detect_language
 from producer.publish import BrokerUnavailable, check_broker
 from producer.reading import CorpusError
 from producer.script import ScriptError
@@ -22,6 +24,7 @@ from producer.voicemap import VoiceMap, VoiceMapError, load_voice_map
 from worker.books.manifest import BookRecord
 from worker.constants import PRIORITY_BOOKS
 from worker.contract import JobParams, QASpec, VoiceSpec
+from worker.settings import Settings
 from worker.speech import planning_seconds
 from worker.storage import Storage
 from worker.voices import VoiceError, voice_from_key
@@ -45,8 +48,9 @@ def _narrator(storage: Storage, name: str | None, ref_audio: str | None, ref_tex
     return None
 
 
-def _cast(storage: Storage, book: str, settings, voice_name, ref_audio, ref_text, voice_map: VoiceMap | None,
-          dialogue_voice, tags: bool, unknown_voice) -> BookCast:
+def _cast(storage: Storage, book: str, settings: Settings, voice_name: str | None, ref_audio: str | None,
+          ref_text: str | None, voice_map: VoiceMap | None, dialogue_voice: str | None, tags: bool,
+          unknown_voice: str | None) -> BookCast:
     narrator = _narrator(storage, voice_name, ref_audio, ref_text, voice_map)
     return build_cast(storage, book, narrator=narrator, voice_map=voice_map, dialogue=dialogue_voice, tags=tags,
                       unknown=unknown_voice, transcribe=configured_transcriber(settings))
@@ -139,7 +143,7 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
         raise click.ClickException(str(exc)) from None
     if first is None:
         raise click.ClickException(f"{corpus_path}: no text to speak")
-    detected = corpus.detect_language(first.raw) if lang == "auto" else lang
+    detected = detect_language(first.raw) if lang == "auto" else lang
     record = book_record(book, prefix, narrator.spec, params, detected, limit, batch_size, priority, corpus_path)
     files = ManifestFiles(manifest_dir, book)
     record = _versioned(record, load_record(files, storage, prefix, book), encoding=encoding,
@@ -163,8 +167,8 @@ def enqueue(corpus_path: Path, book: str, voice_name: str | None, ref_audio: str
         follow_book(app, settings, storage, files, record, interval_s, max_queued, resend_after)
 
 
-def _qa_spec(settings, mode: str | None, attempts: int | None, max_cer: float | None,
-             lang: str) -> dict | None:
+def _qa_spec(settings: Settings, mode: str | None, attempts: int | None, max_cer: float | None,
+             lang: str) -> dict[str, Any] | None:
     """The quality gate every job of the book carries (``worker.contract.QASpec``), or None when it is off."""
     mode = mode or settings.qa.mode
     if mode == "off":
@@ -174,7 +178,7 @@ def _qa_spec(settings, mode: str | None, attempts: int | None, max_cer: float | 
     return spec.model_dump(mode="json", exclude_none=True)
 
 
-def _versioned(record: BookRecord, previous: BookRecord | None, **fields) -> BookRecord:
+def _versioned(record: BookRecord, previous: BookRecord | None, **fields: Any) -> BookRecord:
     """The new record, numbered after the previous version (``run_book`` raises it when segments changed)."""
     record = record.model_copy(update=fields)
     if previous is not None:

@@ -1,14 +1,16 @@
-"""``f5-batch review``, ``check`` and ``rerender``: the quality gate from the command line.
+"""``f5-batch review``, ``check``, ``accept`` and ``rerender``: the quality gate from the command line.
 
 ``review`` lists the segments no take of which passed (text, what the recogniser heard, score, reasons); ``check``
-judges a book rendered before its gate was on (or takes whose check was lost); ``rerender`` does what the review
-page's buttons do: another take with a new seed, or the segment spoken with a fixed text.
+judges a book rendered before its gate was on (or takes whose check was lost); ``accept`` and ``rerender`` do what the
+review page's buttons do: keep the current take, another take with a new seed, or the segment spoken with a fixed
+text.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -17,13 +19,21 @@ from producer.cmd_common import _context, with_common
 from producer.manifest import ManifestFiles
 from producer.progress import console
 from producer.tracking import load_entries, load_record
-from worker.books.review import ReviewError, edit_text, flagged, qa_counts, rerender
+from worker.books.review import ReviewError, accept, edit_text, flagged, qa_counts, rerender
 from worker.books.status import stored_keys
 from worker.contract import Job, QASpec
 from worker.runtime.takes import TakeRecords
 
+if TYPE_CHECKING:
+    from celery import Celery
 
-def _book(book: str, prefix: str, manifest_dir: Path):
+    from worker.books.manifest import BookRecord, ManifestEntry
+    from worker.settings import Settings
+    from worker.storage import Storage
+
+
+def _book(book: str, prefix: str, manifest_dir: Path) -> tuple[Settings, Celery, Storage, ManifestFiles, BookRecord,
+                                                                list[ManifestEntry], TakeRecords]:
     settings, app, storage = _context()
     files = ManifestFiles(manifest_dir, book)
     try:
@@ -95,7 +105,7 @@ def check(book: str, asr: bool, attempts: int, max_cer: float | None, everything
     console.print(f"{book}: {len(todo)} segment(s) checked; failing ones were sent to render again")
 
 
-def _signal_checks_here(settings, storage, takes, todo: list[tuple[Job, str]]) -> None:
+def _signal_checks_here(settings: Settings, storage: Storage, takes: TakeRecords, todo: list[tuple[Job, str]]) -> None:
     """Signal checks need no recogniser: this process reads each take and judges it."""
     import hashlib
 
@@ -104,7 +114,8 @@ def _signal_checks_here(settings, storage, takes, todo: list[tuple[Job, str]]) -
     from worker.runtime.chapters import ChapterTracker
     from worker.runtime.references import Reference
 
-    levels, chapters, clips = VoiceLevels(), ChapterTracker.for_results(settings.broker), {}
+    levels, chapters = VoiceLevels(), ChapterTracker.for_results(settings.broker)
+    clips: dict[str, Reference] = {}
     for job, key in todo:
         if job.voice.ref_audio not in clips:
             data = storage.get(job.voice.ref_audio)
@@ -143,3 +154,23 @@ def rerender_command(book: str, segment: str, text: str | None, seed: int | None
             console.print(f"{segment}: take {job.qa.attempt} sent (seed {job.resolved_seed()})")
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@click.command("accept")
+@click.argument("book")
+@click.argument("segments", nargs=-1, required=True)
+@with_common
+def accept_command(book: str, segments: tuple[str, ...], prefix: str, manifest_dir: Path) -> None:
+    """Keep the current take of each SEGMENT of BOOK (ids as `f5-batch review` lists them): a person listened and it
+    is fine (a name the recogniser does not know, say). Accepted segments leave the review list and count as final."""
+    _, _, _, _, _, entries, takes = _book(book, prefix, manifest_dir)
+    by_id = {e.id: e for e in entries}
+    unknown = [s for s in segments if s not in by_id]
+    if unknown:
+        raise click.ClickException(f"no segment {', '.join(map(repr, unknown))} in {book}")
+    for segment in segments:
+        try:
+            record = accept(takes, book, by_id[segment])
+        except ReviewError as exc:
+            raise click.ClickException(f"{segment}: {exc}") from None
+        console.print(f"{segment}: take {record.best} accepted")

@@ -22,11 +22,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from producer.jobs import Message
 from producer.manifest import ManifestFiles, ReadingOrderWriter
 from producer.pipelined import PipelinedPublisher
 from producer.progress import Reporter
+
+if TYPE_CHECKING:
+    from producer.autoassemble import ChapterCloser
 
 
 @dataclass
@@ -75,7 +79,8 @@ class BlockedWatch:
 class _Run:
     """The state of one publishing run: messages in flight, the manifest writer, the progress shown."""
 
-    def __init__(self, reporter: Reporter, writer: ReadingOrderWriter, watch: BlockedWatch, closer) -> None:
+    def __init__(self, reporter: Reporter, writer: ReadingOrderWriter, watch: BlockedWatch,
+                 closer: ChapterCloser | None) -> None:
         self.reporter = reporter
         self.writer = writer
         self.watch = watch
@@ -106,7 +111,7 @@ class _Run:
 
 def publish_book(messages: Iterable[Message], files: ManifestFiles, not_needed: set[str], *, queue: str,
                  max_queued: int, priority: int | None, title: str, total_bytes: int, interval_s: float,
-                 closer=None, known_tasks: dict[str, str] | None = None) -> EnqueueResult:
+                 closer: ChapterCloser | None = None, known_tasks: dict[str, str] | None = None) -> EnqueueResult:
     """Publish what each message carries that is not in ``not_needed`` (keys stored, or carried by a message in the
     broker), and write the manifest afresh, in reading order, as messages are confirmed. A segment not sent is listed
     with the task that does carry it (``known_tasks``: key -> task id, from the broker or the previous manifest)."""

@@ -12,6 +12,8 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from types import FrameType
+from typing import NoReturn
 
 _requested = threading.Event()
 
@@ -25,7 +27,7 @@ def raise_if_requested() -> None:
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM (a container stop, ``kill``) interrupt, so cleanup runs."""
-    def interrupt(signum, frame):
+    def interrupt(signum: int, frame: FrameType | None) -> NoReturn:
         _requested.set()
         raise KeyboardInterrupt
 

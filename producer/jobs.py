@@ -101,7 +101,8 @@ class BookJobs:
 
     def spoken(self, segment: Segment) -> str:
         """The segment's text, or the fix a person made to it on the review page (kept across enqueues)."""
-        return (self.record.extra.get("overrides") or {}).get(text_digest(segment.text), segment.text)
+        overrides: dict[str, str] = self.record.extra.get("overrides") or {}
+        return overrides.get(text_digest(segment.text), segment.text)
 
     def segment_job(self, segment: Segment) -> Job:
         return self.job(f"{self.record.book}-{segment.chapter:03d}-{segment.index:05d}", self.spoken(segment),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +54,18 @@ class Lexicon:
 
     def apply(self, text: str) -> str:
         for sensitive, (pattern, table) in sorted(self._compiled.items()):
-            text = pattern.sub(lambda m, t=table, c=sensitive: t[m.group(0) if c else m.group(0).casefold()], text)
+            text = pattern.sub(_replacer(table, sensitive), text)
         for pattern, replacement in self.patterns:
             text = pattern.sub(replacement, text)
         return text
+
+
+def _replacer(table: dict[str, str], sensitive: bool) -> Callable[[re.Match[str]], str]:
+    """The spoken form of a match, looked up as written (case-sensitive entries) or casefolded."""
+    def spoken(match: re.Match[str]) -> str:
+        return table[match.group(0) if sensitive else match.group(0).casefold()]
+
+    return spoken
 
 
 def parse_lexicon(text: str, where: str = "the lexicon") -> Lexicon:

@@ -29,6 +29,12 @@ _NUMBER = {"es": r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d+(?:,\d+)?", "en": r"\d{1,3}(?
 _ORDINAL = {"es": re.compile(r"\b(\d+)\.?\s?([ºª°])"), "en": re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)}
 
 
+def _words(number: int | Decimal, lang: str, **options: str) -> str:
+    """num2words, typed (the library has no annotations)."""
+    words: str = num2words(number, lang=lang, **options)
+    return words
+
+
 def roman_to_int(numeral: str) -> int:
     total, previous = 0, 0
     for char in reversed(numeral.upper()):
@@ -48,25 +54,25 @@ def _parse(number: str, lang: str) -> Decimal | None:
 
 def _cardinal(value: Decimal, lang: str) -> str:
     if value == value.to_integral_value():
-        return num2words(int(value), lang=lang)
+        return _words(int(value), lang=lang)
     whole, _, fraction = str(value).partition(".")
     point = "coma" if lang == "es" else "point"
-    digits = " ".join(num2words(int(d), lang=lang) for d in fraction) if fraction.startswith("0") \
-        else num2words(int(fraction), lang=lang)
-    return f"{num2words(int(whole), lang=lang)} {point} {digits}"
+    digits = " ".join(_words(int(d), lang=lang) for d in fraction) if fraction.startswith("0") \
+        else _words(int(fraction), lang=lang)
+    return f"{_words(int(whole), lang=lang)} {point} {digits}"
 
 
 def _money(value: Decimal, code: str, lang: str) -> str:
     singular, plural = _UNITS[lang][code]
     if value == value.to_integral_value():
         count = int(value)
-        words = ("un" if lang == "es" else "one") if count == 1 else num2words(count, lang=lang)
+        words = ("un" if lang == "es" else "one") if count == 1 else _words(count, lang=lang)
         return f"{words} {singular if count == 1 else plural}"
-    return num2words(value, lang=lang, to="currency", currency=code)
+    return _words(value, lang=lang, to="currency", currency=code)
 
 
 def _ordinal(number: int, feminine: bool, lang: str) -> str:
-    words = num2words(number, lang=lang, to="ordinal")
+    words = _words(number, lang=lang, to="ordinal")
     if lang == "es" and feminine:
         words = " ".join(w[:-1] + "a" if w.endswith("o") else w for w in words.split())
     return words
@@ -77,10 +83,10 @@ def normalize(text: str, lang: str, heading: bool = False) -> str:
     if lang not in LANGUAGES:
         raise ValueError(f"language must be one of {LANGUAGES}, got {lang!r}")
     if heading:
-        text = _HEADING_ROMAN.sub(lambda m: f"{m[1]}{m[2]}{num2words(roman_to_int(m[3]), lang=lang)}", text)
+        text = _HEADING_ROMAN.sub(lambda m: f"{m[1]}{m[2]}{_words(roman_to_int(m[3]), lang=lang)}", text)
         bare = _BARE_ROMAN.match(text)
         if bare and bare[1]:
-            return num2words(roman_to_int(bare[1]), lang=lang)
+            return _words(roman_to_int(bare[1]), lang=lang)
     if not _DIGIT.search(text):
         return text
     number = _NUMBER[lang]
@@ -89,7 +95,7 @@ def normalize(text: str, lang: str, heading: bool = False) -> str:
                   lambda m: _spoken_money(m[1], _CURRENCY[m[2].lower()], lang) or m[0], text)
     text = _ORDINAL[lang].sub(lambda m: _ordinal(int(m[1]), m[2] == "ª", lang), text)
     if lang == "en":
-        text = re.sub(r"\b(1[1-9]\d\d|20\d\d)\b(?![.,]\d)", lambda m: num2words(int(m[1]), lang="en", to="year"), text)
+        text = re.sub(r"\b(1[1-9]\d\d|20\d\d)\b(?![.,]\d)", lambda m: _words(int(m[1]), lang="en", to="year"), text)
     return re.sub(rf"(?<![\w.,])({number})(?![\w])", lambda m: _spoken_number(m[1], lang) or m[0], text)
 
 

@@ -13,10 +13,13 @@ import os
 import queue as queue_module
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from producer.interrupts import raise_if_requested
 from producer.publish import BrokerUnavailable
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
 
 _STOP = None
 ACK_EVERY = 32
@@ -31,12 +34,14 @@ class _Request:
     summary: str
 
 
-def _run_publisher(requests, acks, queue: str, max_queued: int, priority: int | None) -> None:
+def _run_publisher(requests: Queue[_Request | None], acks: Queue[Any], queue: str, max_queued: int,
+                   priority: int | None) -> None:
     import signal
 
     from producer.publish import Publisher
-    from worker.celery_app import app
+    from worker.celery_app import app, publish_through_the_hardened_transport, settings
 
+    publish_through_the_hardened_transport(app, settings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops this process
     parent = os.getppid()
     done: list[int] = []

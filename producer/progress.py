@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from types import TracebackType
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -48,14 +50,15 @@ def say(message: str) -> None:
     console.print(f"{time.strftime('%H:%M:%S')} {message}", markup=False, highlight=False, soft_wrap=True)
 
 
-class Reporter(AbstractContextManager):
+class Reporter(AbstractContextManager["Reporter"]):
     """Progress of one long operation: a live bar on a terminal, else a plain line every ``interval`` seconds.
 
     ``describe(done, total)`` turns the counters into the words of a plain line.
     """
 
     def __init__(self, title: str, total: int, unit: str, interval: float = DEFAULT_INTERVAL_S,
-                 describe: Callable[[int, int], str] | None = None, clock: Callable[[], float] = time.monotonic):
+                 describe: Callable[[int, int], str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.title = title
         self.total = total
         self.interval = interval
@@ -65,7 +68,7 @@ class Reporter(AbstractContextManager):
         self.rate = ""
         self._live = console.is_terminal
         self._bar = bar(unit) if self._live else None
-        self._task = None
+        self._task: TaskID | None = None
         self._last_line = clock()
         self._last_notice: dict[str, float] = {}
 
@@ -75,17 +78,18 @@ class Reporter(AbstractContextManager):
             self._task = self._bar.add_task(self.title, total=self.total, rate="…")
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         if self._bar is not None:
-            self._bar.__exit__(*exc)
+            self._bar.__exit__(kind, exc, traceback)
 
     def update(self, done: int | None = None, advance: int = 0, rate: str | None = None) -> None:
         self.done = done if done is not None else self.done + advance
         self.rate = rate if rate is not None else self.rate
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, rate=self.rate or "…")
-        else:
+        if self._bar is None:
             self.tick()
+        elif self._task is not None:  # the bar shows from __enter__ on
+            self._bar.update(self._task, completed=self.done, rate=self.rate or "…")
 
     def tick(self) -> None:
         """Print the plain progress line if one is due (no-op on a terminal, where the bar is live)."""

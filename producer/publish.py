@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from celery import Celery
 from kombu.exceptions import ChannelError, OperationalError
@@ -20,7 +20,14 @@ from worker.constants import ENQUEUED_AT_HEADER
 
 log = logging.getLogger(__name__)
 
-RETRY_POLICY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
+class RetryPolicy(TypedDict):
+    max_retries: int
+    interval_start: float  # seconds
+    interval_step: float
+    interval_max: float
+
+
+RETRY_POLICY: RetryPolicy = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 
 
 class BrokerUnavailable(RuntimeError):
@@ -37,7 +44,7 @@ def check_broker(app: Celery, timeout: float = 5.0) -> None:
     url = app.conf.broker_url
     try:
         with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=2, interval_start=0.5, interval_step=0.5, timeout=timeout)
+            connection.ensure_connection(max_retries=2, interval_start=0.5, interval_step=0.5, timeout=timeout)  # type: ignore[arg-type]  # kombu-stubs say int; kombu takes seconds as float
     except (OperationalError, OSError) as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {_redacted(url)}: {exc}. Is Redis running, and is "
                                 "BROKER_URL right?") from None
@@ -47,7 +54,8 @@ def queue_empty(app: Celery, queue: str) -> bool:
     """Nothing waits in the queue, at any priority."""
     with app.connection_for_read() as connection:
         try:
-            return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count) == 0
+            channel = connection.default_channel
+            return int(channel.queue_declare(queue=queue, passive=True).message_count) == 0  # type: ignore[attr-defined]  # kombu-stubs' StdChannel omits queue_declare
         except ChannelError:
             return True
 
@@ -85,7 +93,8 @@ class Publisher:
         pause = RETRY_POLICY["interval_start"]
         for _ in range(RETRY_POLICY["max_retries"]):
             try:
-                declared = self._connection.default_channel.queue_declare(queue=self.queue, passive=True)
+                declared = self._connection.default_channel.queue_declare(  # type: ignore[attr-defined]  # kombu-stubs' StdChannel omits queue_declare
+                    queue=self.queue, passive=True)
                 return int(declared.message_count)
             except ChannelError:  # not declared yet: nobody has published or consumed it, so nothing waits
                 return 0
@@ -93,7 +102,7 @@ class Publisher:
                 log.warning("broker blip while reading the queue length (%s); retrying in %.1f s", exc, pause)
                 time.sleep(pause)
                 pause = min(pause + RETRY_POLICY["interval_step"], RETRY_POLICY["interval_max"])
-                self._connection.ensure_connection(**RETRY_POLICY)
+                self._connection.ensure_connection(**RETRY_POLICY)  # type: ignore[arg-type]  # kombu-stubs say int; kombu takes seconds as float
         raise BrokerUnavailable(f"cannot read the length of queue {self.queue!r}")
 
     def _wait_for_room(self) -> None:

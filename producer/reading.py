@@ -34,7 +34,7 @@ class Paragraph:
         return " ".join(self.raw.split())
 
 
-def _decoder(encoding: str):
+def _decoder(encoding: str) -> codecs.IncrementalDecoder:
     name = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
         return codecs.getincrementaldecoder(name)(errors="strict")

@@ -109,8 +109,8 @@ class ScriptReader:
         for match in pattern.finditer(raw):
             runs.extend(self._speech_runs(raw[position : match.start()], self.voice))
             token = match.group(0)
-            if token.lower().startswith("[pause") and _PAUSE.fullmatch(token):
-                pause = _pause_seconds(_PAUSE.fullmatch(token), where)  # type: ignore[arg-type]
+            if token.lower().startswith("[pause") and (pause_match := _PAUSE.fullmatch(token)):
+                pause = _pause_seconds(pause_match, where)
                 runs.append(Run(token, "", self.voice, pause))
             else:
                 self.voice = self.cast.voice_for_tag(match.group(match.lastindex or 1), where)

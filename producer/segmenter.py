@@ -29,7 +29,7 @@ _WORD_BEFORE = re.compile(r"(\w+)$")
 Measure = Callable[[str], int]
 
 
-def _is_boundary(raw: str, match: re.Match) -> bool:
+def _is_boundary(raw: str, match: re.Match[str]) -> bool:
     punctuation = match.group().rstrip()
     after = raw[match.end() : match.end() + 2]
     if punctuation.startswith("."):
@@ -60,7 +60,7 @@ def _window(text: str, limit: int, measure: Measure) -> str:
     return text[:size]
 
 
-def _best_cut(text: str, limit: int, measure: Measure, pattern: re.Pattern) -> int:
+def _best_cut(text: str, limit: int, measure: Measure, pattern: re.Pattern[str]) -> int:
     """The furthest cut point of ``pattern`` whose prefix measures within the limit (0 if none)."""
     points = [m.end() for m in pattern.finditer(text) if 0 < m.end() < len(text)]
     low, high, best = 0, len(points) - 1, 0

@@ -68,9 +68,10 @@ def synth(text: str | None, text_file: Path | None, ref_audio: Path, ref_text: s
         engine = Engine.build(settings)
     except (EngineBuildError, BadInputError) as exc:
         raise click.ClickException(str(exc)) from None
-    voice = VoiceInput(ref_audio.read_bytes(), ref_text, preprocess=not no_ref_preprocess)
-    requests = [SynthesisRequest(line, voice, params, seed if seed is not None else _derived_seed(line, voice, params))
-                for line in texts]
+    clip = ref_audio.read_bytes()
+    voice = VoiceInput(clip, ref_text, preprocess=not no_ref_preprocess)
+    requests = [SynthesisRequest(line, voice, params, seed if seed is not None else
+                                 _derived_seed(line, clip, ref_text, params)) for line in texts]
     start = time.perf_counter()
     outputs = engine.synthesize(requests)
     wall = time.perf_counter() - start
@@ -91,7 +92,7 @@ def synth(text: str | None, text_file: Path | None, ref_audio: Path, ref_text: s
         raise SystemExit(1)
 
 
-def _derived_seed(text: str, voice, params: JobParams) -> int:
-    digest = hashlib.sha256(voice.audio)
-    digest.update(f"|{voice.ref_text}|{text}|{params.model_dump_json()}".encode())
+def _derived_seed(text: str, clip: bytes, ref_text: str, params: JobParams) -> int:
+    digest = hashlib.sha256(clip)
+    digest.update(f"|{ref_text}|{text}|{params.model_dump_json()}".encode())
     return derive_seed(digest.hexdigest())

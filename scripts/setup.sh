@@ -18,7 +18,7 @@ EXTRAS=${EXTRAS:-worker,gateway,dev}
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch, torchaudio" 2>/dev/null || pip install -q $TORCH_SPEC
-if ! { python -c "import f5_tts.model, celery, moto, flower, fastapi, uvicorn, xdist, playwright" 2>/dev/null \
+if ! { python -c "import f5_tts.model, celery, moto, flower, fastapi, uvicorn, xdist, playwright, mypy" 2>/dev/null \
        && pip show -q f5-batch >/dev/null 2>&1; }; then
   if python -m uv --version >/dev/null 2>&1 || pip install -q uv 2>/dev/null; then
     python -m uv pip install -q --compile-bytecode -e ".[$EXTRAS]"  # bytecode as pip writes it: processes start faster

@@ -59,7 +59,8 @@ def random_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine_settings(random_cache: Path):
     from worker.settings import EngineSettings
 
-    return EngineSettings(model="tiny-random", random_cache_dir=str(random_cache), device="cpu", compile=False)
+    return EngineSettings(model="tiny-random", random_cache_dir=str(random_cache), device="cpu", compile=False,
+                          cpu_rows_per_pass=64)  # batched passes, as on a GPU: what the engine tests prove
 
 
 @pytest.fixture(scope="session")
@@ -143,6 +144,9 @@ def worker_env(redis_url: str, storage_url: str, random_cache: Path, s3_endpoint
         # unless a test of the quality gate turns it on.
         "F5_QA_MODE": "off",
         "OMP_NUM_THREADS": "1",  # two pool processes on a two-core machine: one torch thread each
+        # The CPU engine stands in for a GPU's: passes of many rows, the path batching takes on a GPU (a real CPU
+        # deployment runs one row per pass, F5_CPU_ROWS_PER_PASS=1, in one engine process per core).
+        "F5_CPU_ROWS_PER_PASS": "64",
     })
     if s3_endpoint:
         env["S3_ENDPOINT_URL"] = s3_endpoint

@@ -138,11 +138,18 @@ class S3Server:
         log = open(self.log_dir / f"moto-{self.port}.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **s3_env()})
-        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close() is None, 30,
-                   f"moto S3 server on port {self.port}")
+        wait_until(self._serving, 30, f"moto S3 server on port {self.port}")
         for bucket in self.buckets:  # moto keeps state in memory: a restart starts empty, like a fresh MinIO
             self.create_bucket(bucket)
         return self
+
+    def _serving(self) -> bool:
+        """Whether this server answers on its port (and not some other listener: a moto that could not bind exits)."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"moto S3 server exited ({self.process.returncode}); see {self.log_dir}")
+        socket.create_connection(("127.0.0.1", self.port), 1).close()
+        return True
 
     def client(self):
         import boto3

@@ -45,10 +45,10 @@ CRASH_BETWEEN_DATA_AND_METADATA = """
 import os, signal, sys
 import worker.storage.local as local
 write = local._atomic_write
-def crash_before_metadata(path, data):
+def crash_before_metadata(path, data, **options):
     if local.META_DIR in str(path):
         os.kill(os.getpid(), signal.SIGKILL)  # the process dies between the audio and its metadata
-    write(path, data)
+    write(path, data, **options)
 local._atomic_write = crash_before_metadata
 local.LocalStorage(local.Path(sys.argv[1])).put("a/b.wav", b"NEW AUDIO", {"f5-job-hash": "new"})
 """

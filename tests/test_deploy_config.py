@@ -31,10 +31,19 @@ def test_the_worker_image_can_compile_and_serves_every_role():
     dockerfile = (REPO / "Dockerfile").read_text()
     installs = " ".join(line for line in dockerfile.splitlines() if "apt-get install" in line)
     assert re.search(r"\bgcc\b", installs) and "libc6-dev" in installs
-    assert re.search(r"pip install \"\.\[worker,gateway,flower\]\"", dockerfile)
+    assert re.search(r"pip install \"\.\[worker,gateway,flower,qa\]\"", dockerfile)
     assert "COPY gateway ./gateway" in dockerfile
     command = re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE).group(1)
     assert "-P" not in command and "--pool" not in command  # the default (threads) pool gathers across messages
+
+
+def test_qa_profile_runs_a_recogniser_worker_on_the_gpu(compose):
+    qa = compose["services"]["qa"]
+    assert qa["profiles"] == ["qa"]
+    assert qa["environment"]["F5_WORKER_ROLE"] == "qa"
+    assert "-Q" not in qa["command"] and "-P" not in qa["command"]  # the role picks the queue and the threads pool
+    assert "model-cache:/models" in qa["volumes"]
+    assert qa["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
 
 def test_gateway_is_closed_by_default_and_private(compose):
@@ -109,19 +118,20 @@ def test_no_secrets_are_baked_in(compose):
 
 
 def _setting_names() -> set[str]:
-    from worker.settings import (
-        BrokerSettings,
-        EngineSettings,
-        FlowerSettings,
-        GatewaySettings,
-        MetricsSettings,
-        StorageSettings,
-    )
+    """Every environment variable a settings section of worker.settings reads (a new section is found by itself)."""
+    import inspect
+
+    from pydantic_settings import BaseSettings
+
+    import worker.settings
 
     names = set()
-    for section in (BrokerSettings, StorageSettings, EngineSettings, MetricsSettings, GatewaySettings, FlowerSettings):
-        for field in section.model_fields.values():
-            names.add(field.validation_alias.choices[0])
+    for _, section in inspect.getmembers(worker.settings, inspect.isclass):
+        if issubclass(section, BaseSettings) and section.__module__ == worker.settings.__name__:
+            for field in section.model_fields.values():
+                if field.validation_alias is not None:
+                    names.add(field.validation_alias.choices[0])
+    assert len(names) > 60
     return names
 
 

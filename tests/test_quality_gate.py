@@ -66,14 +66,29 @@ def test_a_noisy_book_gets_n_takes_per_segment_ends_needs_review_and_a_killed_qa
         wait_until(lambda: qa.log().count("f5tts.qa_check[") >= 2, 240, "a first check")
         qa.stop(signal.SIGKILL)
         qa = WorkerProcess(qa_env, service_dir / "logs", concurrency=2).start()
-        wait_until(lambda: _status(env, "mice", manifests)["qa"]["needs_review"] == total, 400,
-                   "every segment to end needs_review")
+        try:
+            wait_until(lambda: _status(env, "mice", manifests)["qa"]["needs_review"] == total, 400,
+                       "every segment to end needs_review")
+        except TimeoutError as exc:  # say where things stand
+            client = redis_server.client()
+            waiting = {k.decode(): client.llen(k) for k in client.keys(f"{env['F5_QUEUE']}*")
+                       if client.type(k) == b"list"}
+            records = [json.loads(client.get(k))["state"] for k in client.keys("f5tts:qa:mice:books*")]
+            raise AssertionError(f"{exc}; queued {waiting}, unacked {client.hlen('unacked')}, states {records}, "
+                                 f"status {_status(env, 'mice', manifests)}") from None
     finally:
         qa.stop()
         synthesis.stop()
     review = json.loads(cli(env, "review", "mice", "--json", "--manifest-dir", str(manifests)).stdout)
     assert review["counts"]["needs_review"] == total and len(review["flagged"]) == total
     puts = _puts((service_dir / "s3-quality" / f"moto-{s3.port}.log").read_text(errors="replace"), bucket)
+    # a person listened to the first flagged segment and keeps it: it leaves the review list, with no new take
+    first = review["flagged"][0]["id"]
+    accepted = cli(env, "accept", "mice", first, "--manifest-dir", str(manifests))
+    assert accepted.returncode == 0, accepted.stderr
+    assert _status(env, "mice", manifests)["qa"] == {**review["counts"], "needs_review": total - 1, "accepted": 1}
+    refused = cli(env, "accept", "mice", "no-such-segment", "--manifest-dir", str(manifests))
+    assert refused.returncode != 0 and "no segment 'no-such-segment'" in refused.stderr
     s3.stop()
     for item in review["flagged"]:
         assert [a["attempt"] for a in item["attempts"]] == list(range(1, ATTEMPTS + 1)), item["id"]

@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import io
+import wave
 from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 
 
+def to_pcm16(waveform: np.ndarray) -> np.ndarray:
+    """16-bit samples, exactly as libsndfile converts float audio to PCM_16 (clipped to [-1, 1], times 32768, floor,
+    clamped): half the bytes of float32, so this is what the engine process sends back."""
+    if waveform.dtype == np.int16:
+        return waveform
+    scaled = np.floor(np.clip(waveform, -1.0, 1.0).astype(np.float64) * 32768.0)
+    samples: np.ndarray = np.clip(scaled, -32768, 32767).astype(np.int16)
+    return samples
+
+
+def as_float(waveform: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1) from float or 16-bit audio."""
+    if waveform.dtype == np.int16:
+        return waveform.astype(np.float32) / 32768.0
+    return waveform.astype(np.float32, copy=False)
+
+
 def encode_wav(waveform: np.ndarray, sample_rate: int) -> bytes:
-    """PCM_16 WAV bytes. Samples are clipped to [-1, 1] first so that loud noise cannot wrap around."""
+    """PCM_16 WAV bytes (float samples are clipped to [-1, 1] first, so that loud noise cannot wrap around). The
+    bytes are libsndfile's for the same samples; written with the standard library, a header and the samples."""
     buffer = io.BytesIO()
-    sf.write(buffer, np.clip(waveform, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(to_pcm16(np.asarray(waveform)).astype("<i2", copy=False).tobytes())
     return buffer.getvalue()
 
 

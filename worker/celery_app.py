@@ -15,6 +15,8 @@ Why each delivery setting is what it is (see also the design notes):
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from kombu import Queue
 
@@ -40,7 +42,16 @@ def consumer_transport(settings: Settings) -> str | None:
     return None
 
 
-def _sentinel_options(settings: Settings, url: str) -> dict:
+def publish_through_the_hardened_transport(app: Celery, settings: Settings) -> Celery:
+    """Clients that publish jobs (the producer, the gateway) use the workers' transport too: its publish wakes idle
+    workers at once (``worker.broker.fetch``). Not the default for the app: Flower must keep kombu's own."""
+    transport = consumer_transport(settings)
+    if transport:
+        app.conf.broker_transport = transport
+    return app
+
+
+def _sentinel_options(settings: Settings, url: str) -> dict[str, Any]:
     master = settings.broker.sentinel_master
     if not url.startswith("sentinel://"):
         return {}
@@ -59,7 +70,7 @@ def result_backend_url(url: str) -> str:
     return url
 
 
-def celery_config(settings: Settings) -> dict:
+def celery_config(settings: Settings) -> dict[str, Any]:
     broker = settings.broker
     if broker.visibility_timeout <= broker.task_time_limit:
         raise ValueError(f"VISIBILITY_TIMEOUT ({broker.visibility_timeout}) must exceed TASK_TIME_LIMIT "

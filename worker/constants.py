@@ -5,6 +5,8 @@ They live in one place because backends in other languages hard-code them. Chang
 
 from __future__ import annotations
 
+from typing import Final
+
 TASK_SYNTHESIZE = "f5tts.synthesize"
 TASK_SYNTHESIZE_BATCH = "f5tts.synthesize_batch"
 TASK_ASSEMBLE_CHAPTER = "f5tts.assemble_chapter"
@@ -14,7 +16,7 @@ DEFAULT_QUEUE = "f5tts"
 DEFAULT_CPU_QUEUE = "f5tts-cpu"
 DEFAULT_QA_QUEUE = "f5tts-qa"
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION: Final = 1
 
 # Message header a producer sets to the publish time (seconds since the epoch): the worker reports queue waits from it.
 ENQUEUED_AT_HEADER = "f5_enqueued_at"

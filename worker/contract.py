@@ -55,12 +55,14 @@ def _check_text(value: str, what: str) -> str:
         raise ValueError(f"{what} is not valid Unicode (a lone surrogate at position {exc.start})") from None
     if not value.strip():
         raise ValueError(f"{what} is empty or only whitespace")
-    control = _CONTROL.search(value)
-    if control is None and not value.isascii():  # unassigned code points and private-use planes
+    match = _CONTROL.search(value)
+    control: str | None = None
+    position = 0
+    if match is not None:
+        control, position = match.group(), match.start()
+    elif not value.isascii():  # unassigned code points and private-use planes
         control = next((c for c in set(value) if unicodedata.category(c) in ("Cn", "Co")), None)
-        position = value.index(control) if control else 0
-    elif control is not None:
-        control, position = control.group(), control.start()
+        position = value.index(control) if control is not None else 0
     if control is not None:
         raise ValueError(f"{what} contains the control character U+{ord(control):04X} at position {position}")
     return value
@@ -140,6 +142,8 @@ class QASpec(_Strict):
     max_cer: float | None = Field(None, ge=0, le=1, description="Highest character error rate that passes.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="This take's own seed (a re-render by hand); "
                              "default: derived from the job's seed and the attempt.")
+    manual: bool = Field(False, description="A take asked for by a person (the review page, f5-batch rerender): "
+                         "judged like the others, it never leads to more automatic takes.")
 
 
 class Job(_Strict):
@@ -239,8 +243,17 @@ class Job(_Strict):
 
 
 class Timings(BaseModel):
+    """Where a job's time went, stage by stage (what a lone job waits for beyond its own inference)."""
+
     queue_s: float | None = Field(None, description="From publish to start of work (needs the sent timestamp).")
+    check_s: float | None = Field(None, description="Skip check and reference clip, before the engine.")
+    prepare_s: float | None = Field(None, description="In the engine: reference, chunks and tokens.")
+    engine_wait_s: float | None = Field(None, description="In the engine: prepared, until its first pass started.")
     inference_s: float = 0.0
+    finish_s: float | None = Field(None, description="In the engine: cross-fade and the copy to the host.")
+    transfer_s: float | None = Field(None, description="The hand-over to the engine process and back, and what "
+                                     "the engine did beside the stages above.")
+    encode_s: float | None = Field(None, description="WAV encoding.")
     upload_s: float = 0.0
     batch_wait_s: float | None = Field(None, description="Time spent waiting to share a pass with other jobs.")
 
@@ -285,7 +298,9 @@ def batch_work_problem(jobs: list[Any]) -> str | None:
     work = 0
     for job in jobs:
         if isinstance(job, dict) and isinstance(job.get("text"), str):
-            params = job.get("params") if isinstance(job.get("params"), dict) else {}
+            params = job.get("params")
+            if not isinstance(params, dict):
+                params = {}
             steps = params.get("nfe_step", JobParams.model_fields["nfe_step"].default)
             work += len(job["text"]) * (steps if isinstance(steps, int) and steps > 0 else 1)
     if work > MAX_BATCH_WORK:

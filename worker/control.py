@@ -7,11 +7,13 @@ been ready for a while. docker-compose's health check greps for ``"ok": true``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.worker.control import inspect_command
 
 
 @inspect_command()
-def f5_health(state) -> dict:
+def f5_health(state: object) -> dict[str, Any]:
     from worker.runtime import context
 
     if context._context is None:  # an assembler: no engine to judge

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)  # the caller's handle of an item
 
 # Frame buckets: a pass is padded to at most the next bucket (here ≤ 25% padding) and only items of one bucket share a
 # pass. Finer buckets mean less padding but more shapes to compile and record at warm-up.
@@ -19,19 +22,19 @@ OVERFLOW_GRANULE = 512
 
 
 @dataclass(frozen=True)
-class PlanItem:
+class PlanItem(Generic[K]):
     """One unit of work as the planner sees it."""
 
-    id: Hashable  # the caller's handle, returned untouched in the plan
+    id: K  # the caller's handle, returned untouched in the plan
     frames: int  # mel frames this item needs (reference plus generated)
     group: Hashable = None  # items run together only within a group (same precision, steps, sway)
 
 
 @dataclass(frozen=True)
-class BatchPlan:
+class BatchPlan(Generic[K]):
     """One sampling pass: its items, longest first, and its bucket (the longest length its rows may pad to)."""
 
-    items: tuple[PlanItem, ...]
+    items: tuple[PlanItem[K], ...]
     frames: int  # the bucket: a bucket length, or a multiple of OVERFLOW_GRANULE past the last bucket
     group: Hashable = None
 
@@ -77,24 +80,24 @@ class PlannerConfig:
     def fits(self, size: int, frames: int) -> bool:
         return size <= self.max_batch and size * self.bucket_frames(frames) <= self.frame_budget
 
-    def full(self, plan: BatchPlan) -> bool:
+    def full(self, plan: BatchPlan[Any]) -> bool:
         """No further item of its bucket could join this pass."""
         return not self.fits(plan.size + 1, plan.frames)
 
 
-def plan_batches(items: Iterable[PlanItem], config: PlannerConfig) -> list[BatchPlan]:
+def plan_batches(items: Iterable[PlanItem[K]], config: PlannerConfig) -> list[BatchPlan[K]]:
     """Pack items into passes: per group, longest first, items of one frame bucket per pass, as many as the budget
     allows.
 
     An item too long for the budget on its own still runs, alone.
     """
-    by_group: dict[Hashable, list[PlanItem]] = {}
+    by_group: dict[Hashable, list[PlanItem[K]]] = {}
     for item in items:
         if item.frames < 1:
             raise ValueError(f"item {item.id!r} has {item.frames} frames; at least 1 is needed")
         by_group.setdefault(item.group, []).append(item)
 
-    plans: list[BatchPlan] = []
+    plans: list[BatchPlan[K]] = []
     for group, members in by_group.items():
         queue = sorted(members, key=lambda item: -item.frames)
         while queue:
@@ -104,7 +107,7 @@ def plan_batches(items: Iterable[PlanItem], config: PlannerConfig) -> list[Batch
     return plans
 
 
-def _fill_count(queue: Sequence[PlanItem], config: PlannerConfig) -> int:
+def _fill_count(queue: Sequence[PlanItem[Any]], config: PlannerConfig) -> int:
     """How many items from the head of a longest-first queue form the next pass: same bucket, within budget."""
     longest = queue[0].frames  # the head is the longest, so it sets the padded length
     bucket = config.bucket_frames(longest)

@@ -53,7 +53,7 @@ def carry_out(settled: Settled, job: Job, storage: Storage, records: TakeRecords
         book = job.metadata.get("book")
         app.send_task(c.TASK_SYNTHESIZE, kwargs={"job": settled.send.model_dump(mode="json", exclude_none=True)},
                       queue=settings.broker.queue, priority=c.PRIORITY_BOOKS if book else c.PRIORITY_JOBS,
-                      kwargsrepr=f"{{'job': {job.resolved_job_id()!r} take {settled.send.qa.attempt}}}")
+                      kwargsrepr=f"{{'job': {job.resolved_job_id()!r} take {settled.decision.next_attempt}}}")
     promoted = False
     if settled.promote is not None:
         record = promote(records, storage, record, settled.promote)
@@ -97,7 +97,7 @@ def signal_only(job: Job, key: str, signal: Any, storage: Storage, records: Take
         samples, rate = read
         signal = levels.signal(job, reference, samples, rate, limits_for(job).signal)
     verdict = judge(signal, job.text, language_of(job), None, limits_for(job))
-    carry_out(settle(records, job, verdict), job, storage, records, chapters)
+    carry_out(settle(records, job, verdict, manual=job.qa.manual if job.qa else False), job, storage, records, chapters)
 
 
 def send_checks(takes: list[tuple[Job, str]]) -> None:
@@ -111,7 +111,7 @@ def send_checks(takes: list[tuple[Job, str]]) -> None:
 
 @app.task(name=c.TASK_QA_CHECK, bind=True, acks_late=True, reject_on_worker_lost=True,
           max_retries=settings.broker.max_retries)
-def qa_check(self: Task, takes: Any = None) -> list[dict[str, Any]]:
+def qa_check(self: Task[Any, Any], takes: Any = None) -> list[dict[str, Any]]:
     """Check takes: signal checks and the recogniser's transcript, then the best-of-N decision for each."""
     from worker.runtime.qa_context import get_qa_context
 
@@ -137,7 +137,7 @@ def qa_check(self: Task, takes: Any = None) -> list[dict[str, Any]]:
         verdicts = context.batcher.assess(checks, [limits_for(job) for job, _, _ in loaded])
         out = []
         for (job, key, _), verdict in zip(loaded, verdicts, strict=True):
-            settled = settle(context.records, job, verdict)
+            settled = settle(context.records, job, verdict, manual=job.qa.manual if job.qa else False)
             carry_out(settled, job, context.storage, context.records, context.chapters)
             out.append({"key": key, "attempt": job.qa.attempt if job.qa else 1, "passed": verdict.passed,
                         "cer": verdict.cer, "state": settled.record.state})

@@ -86,6 +86,8 @@ class StorageSettings(_Section):
 class EngineSettings(_Section, EngineConfig):
     """How the model is built and run: the engine's own config (``worker.engine.config``), read from the environment."""
 
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, frozen=True)
+
 
 class MetricsSettings(_Section):
     port: int | None = Field(
@@ -147,7 +149,8 @@ class QASettings(_Section):
         None, validation_alias=_env("F5_QA_ASR"),
         description="pocketsphinx (English, ships its model), or faster-whisper:MODEL (a size such as large-v3, a "
                     "hub id, or a local CTranslate2 folder). Unset: signal checks only.")
-    device: str = Field("auto", validation_alias=_env("F5_QA_DEVICE"), description="cpu, cuda or auto (ASR).")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", validation_alias=_env("F5_QA_DEVICE"),
+                                                   description="cpu, cuda or auto (ASR).")
     compute_type: str = Field("default", validation_alias=_env("F5_QA_COMPUTE_TYPE"),
                               description="CTranslate2 compute type for faster-whisper (int8, float16, …).")
     cpu_threads: int = Field(0, ge=0, validation_alias=_env("F5_QA_CPU_THREADS"), description="0: the library's.")

@@ -11,12 +11,16 @@ reason, instead of taking jobs it cannot run.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import sys
+from typing import Any
 
 from celery import signals
 from celery.platforms import EX_FAILURE
+from celery.worker import WorkController
 
 from worker.broker.visibility import RenewVisibility
 from worker.celery_app import app, consumer_transport, settings
@@ -28,17 +32,20 @@ log = logging.getLogger(__name__)
 app.steps["consumer"].add(RenewVisibility)
 
 GATHERING_POOLS = ("threads",)
-SERVING_POOLS = ("threads", "solo")
+SERVING_POOLS = ("threads", "solo", "prefork")
+# prefork: each child process starts its own engine process when it starts (one job at a time per child, as the
+# first design ran); kept for CPU hosts and comparisons, the threads pool is the default.
+PER_CHILD_POOLS = ("prefork",)
 
 
 class _Startup:
     """Parent-side state: the worker object, and whether the engines failed to start."""
 
-    controller = None
-    engine_failed = None
+    controller: WorkController | None = None
+    engine_failed: ctypes.c_byte | None = None
 
 
-def _pool_name(pool) -> str:
+def _pool_name(pool: object) -> str:
     """``-P`` as given (a name) or as resolved (a class, named by its module): 'prefork', 'threads', 'solo', …"""
     name = str(pool if isinstance(pool, str) else getattr(pool, "__module__", "")).rsplit(".", 1)[-1]
     return {"thread": "threads"}.get(name, name)  # the threads pool lives in celery.concurrency.thread
@@ -53,24 +60,27 @@ def _qa() -> bool:
 
 
 @signals.worker_init.connect
-def remember_worker(sender, **_) -> None:
+def remember_worker(sender: WorkController, **_: Any) -> None:
     _Startup.controller = sender
-    _Startup.engine_failed = multiprocessing.RawValue("b", 0)
+    _Startup.engine_failed = multiprocessing.RawValue(ctypes.c_byte, 0)
+    # Hand the GIL over within half a millisecond (Python's default is 5 ms): a message, a result from an engine or a
+    # finished upload wakes a thread that should not wait for another one's time slice (see the pipeline bench).
+    sys.setswitchinterval(0.0005)
 
 
 @signals.worker_ready.connect
-def log_ready(**_) -> None:
+def log_ready(**_: Any) -> None:
     log.info("worker ready for jobs (f5-batch code from %s)", os.path.dirname(os.path.dirname(__file__)))
 
 
 @signals.worker_shutting_down.connect
-def exit_non_zero_after_engine_failure(**_) -> None:
+def exit_non_zero_after_engine_failure(**_: Any) -> None:
     if _Startup.engine_failed is not None and _Startup.engine_failed.value and _Startup.controller is not None:
         _Startup.controller.exitcode = EX_FAILURE
 
 
 @signals.celeryd_init.connect
-def default_concurrency(conf, options, **_) -> None:
+def default_concurrency(conf: Any, options: dict[str, Any], **_: Any) -> None:
     """Synthesis: enough tasks in flight to fill two passes per engine (one running, one gathering), unless
     -c/--concurrency says otherwise. Assembly: Celery's default."""
     if options.get("concurrency") is not None or conf.get("worker_concurrency"):
@@ -80,13 +90,13 @@ def default_concurrency(conf, options, **_) -> None:
         return
     if not _synthesis():
         return
-    from worker.runtime.context import engine_devices
+    from worker.runtime.context import engine_devices, rows_per_pass
 
-    conf.worker_concurrency = 2 * settings.engine.max_batch * len(engine_devices(settings))
+    conf.worker_concurrency = max(4, 2 * rows_per_pass(settings) * len(engine_devices(settings)))
 
 
 @signals.celeryd_init.connect
-def consume_through_the_hardened_transport(conf, **_) -> None:
+def consume_through_the_hardened_transport(conf: Any, **_: Any) -> None:
     """Workers only (before the consumer connects); clients and Flower keep kombu's stock Redis transport."""
     transport = consumer_transport(settings)
     if transport:
@@ -94,13 +104,13 @@ def consume_through_the_hardened_transport(conf, **_) -> None:
 
 
 @signals.worker_init.connect
-def preflight(sender, **_) -> None:
+def preflight(sender: Any, **_: Any) -> None:  # the WorkController; its stubs lack pool_cls
     if not _synthesis():
         return
     problems = engine_problems(settings.engine)
     pool = _pool_name(sender.pool_cls)
     if pool not in SERVING_POOLS:
-        problems.append(f"the {pool} pool cannot serve synthesis: use the default (threads), or -P solo")
+        problems.append(f"the {pool} pool cannot serve synthesis: use the default (threads), -P solo or -P prefork")
     if problems:
         for problem in problems:
             log.critical("cannot start: %s", problem)
@@ -108,7 +118,7 @@ def preflight(sender, **_) -> None:
 
 
 @signals.celeryd_after_setup.connect
-def start_recogniser(sender, instance, **_) -> None:
+def start_recogniser(sender: str, instance: Any, **_: Any) -> None:
     """A QA worker builds its recogniser before it takes any message; one that cannot (package missing, model not
     found) stops the worker with the fix, instead of failing takes one by one."""
     if not _qa():
@@ -125,13 +135,16 @@ def start_recogniser(sender, instance, **_) -> None:
 
 
 @signals.celeryd_after_setup.connect
-def start_engines(sender, instance, **_) -> None:
+def start_engines(sender: str, instance: Any, **_: Any) -> None:
     """Start the engine processes (logging is set up by now), before the consumer takes any message."""
     if not _synthesis():
         return
     from worker.runtime.context import build_context, set_context
 
     pool = _pool_name(instance.pool_cls)
+    if pool in PER_CHILD_POOLS:
+        log.info("the %s pool: every child process starts its own engine process", pool)
+        return
     if pool not in GATHERING_POOLS:
         log.warning("the %s pool runs one message at a time: passes hold only that message's jobs. The default "
                     "(threads) pool gathers jobs across messages.", pool)
@@ -147,8 +160,28 @@ def start_engines(sender, instance, **_) -> None:
              instance.concurrency)
 
 
+@signals.worker_process_init.connect
+def start_child_engine(**_: Any) -> None:
+    """A prefork child: one engine process of its own, before it takes a job (bounded by WORKER_PROC_ALIVE_TIMEOUT)."""
+    if not _synthesis():
+        return
+    from worker.runtime.context import build_context, set_context
+
+    set_context(build_context(settings, gather=False, devices=[None]))
+
+
+@signals.worker_process_shutdown.connect
+def stop_child_engine(**_: Any) -> None:
+    if not _synthesis():
+        return
+    from worker.runtime.context import _context
+
+    if _context is not None:
+        _context.engines.close()
+
+
 @signals.worker_shutdown.connect
-def stop_engines(**_) -> None:
+def stop_engines(**_: Any) -> None:
     if not _synthesis():
         return
     from worker.runtime.context import _context

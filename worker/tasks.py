@@ -47,14 +47,19 @@ def _queue_seconds(request: Any) -> float | None:
         return None
 
 
-class F5Task(Task):
+class F5Task(Task[Any, Any]):
     """What both synthesis tasks share: limits, dead letters, and the retry decision."""
 
     acks_late = True
     reject_on_worker_lost = True
     throws = (BadInputError, BatchPartialFailure)  # expected failures: logged in one line, without a traceback
-    max_retries = settings.broker.max_retries
+    max_retries: int | None = settings.broker.max_retries
     Request = "worker.broker.request:ValidatedRequest"
+
+    @property
+    def task_id(self) -> str:
+        """The running task's id; Celery leaves it None when the task is called as a plain function."""
+        return self.request.id or "direct-call"
 
     def limits(self) -> RunLimits:
         hard, soft = self.request.timelimit or (None, None)
@@ -93,7 +98,7 @@ class F5Task(Task):
             log.error("could not record %d dead letter(s) (%s); retrying the task so none is lost", len(letters), exc)
             self.retry_later(TransientError(f"dead letters could not be recorded: {exc}"))
 
-    def retry_later(self, exc: BaseException) -> None:
+    def retry_later(self, exc: Exception) -> None:
         """Retry with backoff. If the retry cannot be published (a Redis at ``maxmemory`` with ``noeviction``
         refuses writes), Celery would reject the message without requeueing it, and the job would be gone. Instead
         the publish is tried again a few times; then the message goes back to its queue, and if Redis refuses even
@@ -107,11 +112,12 @@ class F5Task(Task):
             except Reject as rejected:  # the retry message was not published
                 refused = rejected
                 log.warning("could not publish the retry of %s (%s); trying again in %.0f s", self.request.id,
-                            rejected.reason, pause)
+                            rejected.reason, pause)  # type: ignore[attr-defined]  # celery sets it; its stubs omit it
                 time.sleep(pause)
+        reason = refused.reason if refused else exc  # type: ignore[attr-defined]  # celery sets it; its stubs omit it
         log.error("the retry of %s could not be published (%s); the message goes back to its queue instead",
-                  self.request.id, refused.reason if refused else exc)
-        raise Reject(refused.reason if refused else exc, requeue=True)
+                  self.request.id, reason)
+        raise Reject(reason, requeue=True)
 
     def can_retry(self) -> bool:
         return self.max_retries is None or (self.request.retries or 0) < self.max_retries
@@ -132,7 +138,8 @@ def _count(outcome: JobOutcome, context: WorkerContext) -> None:
         metrics.job_finished(None, "retried")
         context.health.job_ended(False, f"{type(outcome.transient).__name__}: {outcome.transient}")
     else:
-        metrics.job_finished(outcome.result, "skipped" if outcome.result.skipped else "ok")
+        result = outcome.result
+        metrics.job_finished(result, "skipped" if result is not None and result.skipped else "ok")
         context.health.job_ended(True)
 
 
@@ -166,15 +173,13 @@ def _quality(stored: list[JobOutcome], context: WorkerContext) -> None:
     Never fails the job: its take is stored, and ``f5-batch check`` judges what was missed."""
     from worker.qa_tasks import send_checks, signal_only
 
-    gated = [o for o in stored if o.job is not None and o.job.qa is not None and o.key]
+    gated = [(o, o.job, o.job.qa, o.key) for o in stored if o.job is not None and o.job.qa is not None and o.key]
     try:
-        send_checks([(o.job, o.key) for o in gated if o.job.qa.asr])  # type: ignore[union-attr,misc]
-        for outcome in gated:
-            job = outcome.job
-            assert job is not None and job.qa is not None and outcome.key is not None
-            if not job.qa.asr:
+        send_checks([(job, key) for _, job, qa, key in gated if qa.asr])
+        for outcome, job, qa, key in gated:
+            if not qa.asr:
                 reference = context.runner.references.get(job.voice.ref_audio, job.voice.sha256)
-                signal_only(job, outcome.key, outcome.signal, context.storage, context.takes, context.chapters,
+                signal_only(job, key, outcome.signal, context.storage, context.takes, context.chapters,
                             context.runner.voices, reference)
     except Exception as exc:
         log.warning("the quality gate could not judge %d take(s) now (%s); `f5-batch check` judges them later",
@@ -182,7 +187,7 @@ def _quality(stored: list[JobOutcome], context: WorkerContext) -> None:
 
 
 @app.task(name=TASK_SYNTHESIZE, bind=True, base=F5Task)
-def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> dict:
+def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> dict[str, Any]:
     """Synthesise one job and store its WAV; returns the result (contract ``JobResult``)."""
     try:
         if job is None or args or unexpected:
@@ -192,31 +197,32 @@ def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> 
     except Retry:
         raise
     except BadInputError as exc:
-        outcome = JobOutcome(job_id_of(job, self.request.id), error=exc, identity=identity_of(job, self.request.id))
+        outcome = JobOutcome(job_id_of(job, self.task_id), error=exc, identity=identity_of(job, self.task_id))
     except RETRIED as exc:
-        outcome = JobOutcome(job_id_of(job, self.request.id), transient=exc, identity=identity_of(job, self.request.id))
+        outcome = JobOutcome(job_id_of(job, self.task_id), transient=exc, identity=identity_of(job, self.task_id))
     except Exception as exc:  # a bug, not the job's fault: recorded, then failed
-        self.record([self.payload_letter(job, self.request.id, exc)])
+        self.record([self.payload_letter(job, self.task_id, exc)])
         raise
     return _finish_single(self, job, outcome)
 
 
-def _finish_single(task: F5Task, job: Any, outcome: JobOutcome) -> dict:
+def _finish_single(task: F5Task, job: Any, outcome: JobOutcome) -> dict[str, Any]:
     context = get_context()
     _count(outcome, context)
     if outcome.transient is not None:
         if task.can_retry():
             task.retry_later(outcome.transient)
-        task.record([task.outcome_letter(outcome, task.request.id)])
+        task.record([task.outcome_letter(outcome, task.task_id)])
         raise outcome.transient
     if outcome.error is not None:
-        task.record([task.outcome_letter(outcome, task.request.id)])
+        task.record([task.outcome_letter(outcome, task.task_id)])
         raise outcome.error
     _succeeded([outcome], context)
+    assert outcome.result is not None  # neither failed nor retried: stored
     return outcome.result.model_dump(mode="json")
 
 
-def _item(outcome: JobOutcome) -> dict:
+def _item(outcome: JobOutcome) -> dict[str, Any]:
     error = outcome.error if outcome.error is not None else None
     if error is None and outcome.transient is not None:
         error = BadInputError("retries_exhausted", f"{type(outcome.transient).__name__}: {outcome.transient}")
@@ -224,7 +230,7 @@ def _item(outcome: JobOutcome) -> dict:
                            error=JobError(**error.as_dict()) if error else None).model_dump(mode="json")
 
 
-def _validate_batch(jobs: Any, args: tuple, unexpected: dict) -> list:
+def _validate_batch(jobs: Any, args: tuple[Any, ...], unexpected: dict[str, Any]) -> list[Any]:
     if jobs is None or args or unexpected:
         raise _unexpected("jobs", {**unexpected, **({"<positional>": args} if args else {})})
     if not isinstance(jobs, list) or not jobs or len(jobs) > MAX_BATCH_JOBS:
@@ -236,7 +242,7 @@ def _validate_batch(jobs: Any, args: tuple, unexpected: dict) -> list:
 
 
 @app.task(name=TASK_SYNTHESIZE_BATCH, bind=True, base=F5Task)
-def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: Any) -> list[dict]:
+def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: Any) -> list[dict[str, Any]]:
     """Synthesise several jobs (their chunks join the engines' passes like any others); one entry per job, in order.
     Raises ``BatchPartialFailure`` (after recording the dead letters) if any job failed for good."""
     payloads = jobs if isinstance(jobs, list) else []
@@ -245,30 +251,30 @@ def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: A
         context = get_context()
         outcomes = context.runner.run(jobs, queue_s=_queue_seconds(self.request), limits=self.limits())
     except BadInputError as exc:  # the whole batch: every job it claims gets the letter
-        self.record([self.payload_letter(p, f"{self.request.id}:{i}", exc) for i, p in enumerate(payloads)]
-                    or [self.letter(f"unparsed:{self.request.id}", self.request.id, None, exc)])
+        self.record([self.payload_letter(p, f"{self.task_id}:{i}", exc) for i, p in enumerate(payloads)]
+                    or [self.letter(f"unparsed:{self.task_id}", self.task_id, None, exc)])
         raise
     except Retry:
         raise
     except RETRIED as exc:
-        outcomes = [JobOutcome(job_id_of(p, f"{self.request.id}:{i}"), transient=exc,
-                               identity=identity_of(p, f"{self.request.id}:{i}")) for i, p in enumerate(jobs)]
+        outcomes = [JobOutcome(job_id_of(p, f"{self.task_id}:{i}"), transient=exc,
+                               identity=identity_of(p, f"{self.task_id}:{i}")) for i, p in enumerate(jobs)]
     except Exception as exc:
-        self.record([self.payload_letter(p, f"{self.request.id}:{i}", exc) for i, p in enumerate(payloads)])
+        self.record([self.payload_letter(p, f"{self.task_id}:{i}", exc) for i, p in enumerate(payloads)])
         raise
     return _finish_batch(self, outcomes)
 
 
-def _finish_batch(task: F5Task, outcomes: list[JobOutcome]) -> list[dict]:
+def _finish_batch(task: F5Task, outcomes: list[JobOutcome]) -> list[dict[str, Any]]:
     context = get_context()
     for outcome in outcomes:
         _count(outcome, context)
-    transient = [o for o in outcomes if o.transient is not None]
+    transient = [o.transient for o in outcomes if o.transient is not None]
     if transient and task.can_retry():  # stored jobs are skipped on the retry
         _succeeded(outcomes, context)
-        task.retry_later(transient[0].transient)
+        task.retry_later(transient[0])
     failed = [(i, o) for i, o in enumerate(outcomes) if o.error is not None or o.transient is not None]
-    task.record([task.outcome_letter(o, f"{task.request.id}:{i}") for i, o in failed])
+    task.record([task.outcome_letter(o, f"{task.task_id}:{i}") for i, o in failed])
     _succeeded(outcomes, context)
     items = [_item(outcome) for outcome in outcomes]
     if failed:
@@ -280,7 +286,7 @@ def _finish_batch(task: F5Task, outcomes: list[JobOutcome]) -> list[dict]:
 
 @app.task(name=TASK_ASSEMBLE_CHAPTER, bind=True, acks_late=True, autoretry_for=(TransientError, ConnectionError),
           retry_backoff=True, max_retries=settings.broker.max_retries)
-def assemble_chapter(self: Task, book: str, chapter: int) -> dict:
+def assemble_chapter(self: Task[Any, Any], book: str, chapter: int) -> dict[str, Any]:
     """Stitch one completed chapter (runs on the CPU queue; needs no engine)."""
     from worker.assembly.stitch import AssembleOptions, new_workdir
     from worker.assembly.stitch import assemble_chapter as assemble

@@ -108,6 +108,8 @@ def model_files(arch_name: str, cache: Path) -> dict[str, Any]:
 
 
 def engine_config(model: dict[str, Any], precision: str, compiled: bool, **extra: Any) -> EngineConfig:
+    """The engine as a GPU runs it; on a CPU dry run too (batched passes, not the CPU's one row per pass)."""
+    extra.setdefault("cpu_rows_per_pass", 1024)
     return EngineConfig(model=model["model"], ckpt_file=model["ckpt_file"], vocoder_path=model["vocoder_path"],
                         precision=precision, compile=compiled, **extra)
 

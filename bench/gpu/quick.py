@@ -223,7 +223,8 @@ class QuickRun:
             engine = self.engine
             buckets = sorted({b for i, t in enumerate(texts) for b in buckets_of(engine, t, i, args.nfe)}) \
                 if engine else None
-            config = {"frame_buckets": tuple(buckets), "frame_budget": engine.planner.frame_budget} if engine else {}
+            config = {"frame_buckets": tuple(buckets), "frame_budget": engine.planner.frame_budget} \
+                if engine is not None and buckets is not None else {}
 
             def seconds_for() -> float:  # once the engine is warm: the full window, or what is left of the budget
                 return max(5.0, min(args.steady_s, results.time_left() - ramp - 10))
@@ -293,9 +294,9 @@ def summary(done: list[dict[str, Any]]) -> dict[str, Any]:
     if head and fp32:
         if head.get("peak_allocated_gb") and fp32.get("peak_allocated_gb"):
             out["vram_ratio_fp32_over_row1"] = round(fp32["peak_allocated_gb"] / head["peak_allocated_gb"], 2)
-        dit = (head.get("parameter_mb") or {}).get("dit"), (fp32.get("parameter_mb") or {}).get("dit")
-        if all(dit):
-            out["dit_parameter_ratio_fp32_over_row1"] = round(dit[1] / dit[0], 2)
+        dit_row1, dit_fp32 = (head.get("parameter_mb") or {}).get("dit"), (fp32.get("parameter_mb") or {}).get("dit")
+        if dit_row1 and dit_fp32:
+            out["dit_parameter_ratio_fp32_over_row1"] = round(dit_fp32 / dit_row1, 2)
     if serving:
         out["serving"] = {k: serving.get(k) for k in ("rows_per_pass", "idle_over_busy", "gpu_util_mean",
                                                       "audio_s_per_s", "recompiles")}

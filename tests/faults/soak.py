@@ -69,7 +69,7 @@ def expected_samples(engine, ref_wav: bytes, text: str) -> int:
 
 def segment_puts(log: str) -> Counter:
     """Successful PUTs of the book's segment WAVs, per key, from the endpoint's request log."""
-    found = re.findall(rf'"PUT /{BUCKET}/{PREFIX}/(books/soak/\d{{3}}/\d{{5}}\.wav) HTTP/1\.1" 200', log)
+    found = re.findall(rf'"PUT /{BUCKET}/{PREFIX}/(books/soak/\d{{3}}/[0-9a-f]+\.wav) HTTP/1\.1" 200', log)
     return Counter(found)
 
 

@@ -31,7 +31,8 @@ class HangingEndpoint:
         self.server.listen(64)
         self.port = self.server.getsockname()[1]
         self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.accepting = threading.Thread(target=self._accept, daemon=True)
+        self.accepting.start()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
@@ -40,7 +41,12 @@ class HangingEndpoint:
                 self.held.append(connection)
 
     def close(self) -> None:
+        # shutdown() first: on Linux a plain close() leaves a listener that a thread blocks in accept() on still
+        # accepting connections, so the S3 server meant to take the port next could not bind it
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
+        self.accepting.join(10)
         for connection in self.held:
             connection.close()
 

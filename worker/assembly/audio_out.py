@@ -7,6 +7,7 @@ A chapter is never held in memory whole: each segment is read, levelled, faded a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -54,14 +55,14 @@ class Levelling:
         return samples
 
 
-def open_writer(path, fmt: str, rate: int, quality: float | None = None, constant_bitrate: bool = False
+def open_writer(path: str | Path, fmt: str, rate: int, quality: float | None = None, constant_bitrate: bool = False
                 ) -> sf.SoundFile:
     """A streaming writer. ``quality`` 0..1 (1 best) maps to libsndfile's compression level for FLAC, Vorbis,
     Opus and MP3; ``constant_bitrate`` picks CBR instead of VBR where the codec has both (MP3, Opus)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
     container, subtype, _ = FORMATS[fmt]
-    options = {}
+    options: dict[str, float | str] = {}
     if quality is not None and fmt != "wav":
         options["compression_level"] = min(1.0, max(0.0, 1.0 - quality))
     if constant_bitrate and fmt in ("mp3", "opus"):

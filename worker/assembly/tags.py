@@ -21,8 +21,13 @@ import base64
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.books.meta import BookMeta, cover_type
+
+if TYPE_CHECKING:
+    from mutagen.flac import Picture
+    from mutagen.id3 import Frame
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +100,7 @@ def vorbis_comments(track: Track, meta: BookMeta) -> dict[str, str]:
     return {key: value for key, value in fields.items() if value}
 
 
-def _picture(cover: Cover):
+def _picture(cover: Cover) -> Picture:
     from mutagen.flac import Picture
 
     picture = Picture()
@@ -134,7 +139,7 @@ def _write_id3(path: Path, track: Track, meta: BookMeta, cover: Cover | None) ->
 
     tags = ID3()  # a fresh tag: whatever the encoder wrote is replaced
     language = iso639_2(meta.language) if meta.language else None
-    frames = [TIT2(encoding=3, text=track.title), TRCK(encoding=3, text=f"{track.number}/{track.total}"),
+    frames: list[Frame] = [TIT2(encoding=3, text=track.title), TRCK(encoding=3, text=f"{track.number}/{track.total}"),
               TCON(encoding=3, text=GENRE)]
     if meta.title:
         frames.append(TALB(encoding=3, text=meta.title))
@@ -169,15 +174,13 @@ def finish_m4b(path: Path, meta: BookMeta, cover: Cover | None) -> None:
     an attached picture), Audible's narrator atom, and NARRATOR and LANGUAGE as iTunes free-form atoms."""
     from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 
-    audio = MP4(path)
-    if audio.tags is None:
-        audio.add_tags()
+    audio = MP4(path)  # setting an atom adds the tags when the file has none
     if cover is not None:
         kind = MP4Cover.FORMAT_PNG if cover.mime == "image/png" else MP4Cover.FORMAT_JPEG
-        audio.tags["covr"] = [MP4Cover(cover.data, imageformat=kind)]
+        audio["covr"] = [MP4Cover(cover.data, imageformat=kind)]
     if meta.narrator:
-        audio.tags["©nrt"] = [meta.narrator]
-        audio.tags["----:com.apple.iTunes:NARRATOR"] = [MP4FreeForm(meta.narrator.encode("utf-8"))]
+        audio["©nrt"] = [meta.narrator]
+        audio["----:com.apple.iTunes:NARRATOR"] = [MP4FreeForm(meta.narrator.encode("utf-8"))]
     if meta.language:
-        audio.tags["----:com.apple.iTunes:LANGUAGE"] = [MP4FreeForm(meta.language.encode("utf-8"))]
+        audio["----:com.apple.iTunes:LANGUAGE"] = [MP4FreeForm(meta.language.encode("utf-8"))]
     audio.save()

@@ -105,8 +105,19 @@ def rerender(app: Any, queue: str, takes: TakeRecords, book: str, entry: Manifes
     record = _record_of(takes, book, entry)
     first = Job.model_validate(record.job)
     assert first.qa is not None
-    attempt = max([t.attempt for t in record.attempts] or [0]) + 1
-    job = first.model_copy(update={"qa": first.qa.model_copy(update={"attempt": attempt, "seed": seed})})
+    reserved: list[int] = []
+
+    def reserve(current: SegmentTakes | None) -> SegmentTakes | None:  # two at once never get one attempt number
+        if current is None:
+            return None
+        current.reserved = max([current.reserved, *(t.attempt for t in current.attempts)]) + 1
+        reserved.append(current.reserved)
+        return current
+
+    takes.update(book, entry.key, reserve)
+    attempt = reserved[-1]
+    job = first.model_copy(update={"qa": first.qa.model_copy(update={"attempt": attempt, "seed": seed,
+                                                                      "manual": True})})
     _send(app, queue, job)
     return job
 

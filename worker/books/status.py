@@ -10,27 +10,39 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 from celery import Celery
+from celery.backends.base import BaseKeyValueStoreBackend
 
 from worker.books.manifest import ManifestEntry, book_dir_key, read_entries
 from worker.runtime.deadletter import DeadLetters
 from worker.storage import ObjectNotFound, Storage
 
 
+class Summary(TypedDict):
+    total: int
+    done: int
+    failed: int
+    running: int
+    retrying: int
+    revoked: int
+    queued: int
+
+
 @dataclass
 class BookStatus:
     total: int = 0
     done: int = 0
-    failed: dict[str, dict] = field(default_factory=dict)  # job id -> reason
-    states: Counter = field(default_factory=Counter)  # for segments neither done nor failed
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> reason
+    states: Counter[str] = field(default_factory=Counter)  # for segments neither done nor failed
     waiting: set[str] = field(default_factory=set)  # ids of the segments neither done nor failed
 
     @property
     def finished(self) -> bool:
         return self.done + len(self.failed) >= self.total
 
-    def summary(self) -> dict:
+    def summary(self) -> Summary:
         return {"total": self.total, "done": self.done, "failed": len(self.failed),
                 "running": self.states.get("STARTED", 0), "retrying": self.states.get("RETRY", 0),
                 "revoked": self.states.get("REVOKED", 0),  # stopped by an operator or a worker: needs resume
@@ -53,7 +65,7 @@ def stored_keys(storage: Storage, prefix: str, book: str) -> set[str]:
 def task_states(app: Celery, task_ids: list[str]) -> dict[str, str]:
     backend = app.backend
     states: dict[str, str] = {}
-    if not hasattr(backend, "mget"):
+    if not isinstance(backend, BaseKeyValueStoreBackend):  # no mget: one result at a time
         return {task_id: app.AsyncResult(task_id).state for task_id in task_ids}
     for start in range(0, len(task_ids), 500):
         chunk = task_ids[start : start + 500]

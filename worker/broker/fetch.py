@@ -11,6 +11,10 @@ fetches the way Sidekiq's reliable fetch does:
   worker's event loop a repeating timer ends the wait; Redis's own blocking timeouts would not do, since they resolve
   only at the server's ``hz`` (every 100 ms by default). Without an event loop the wait is a blocking pop on a key
   nobody writes.
+- **Wake on arrival.** Publishers that use this transport (the producer, the gateway, the workers' own retries and
+  re-renders) publish a wake-up on a Redis pub/sub channel in the same round trip as the message; an idle worker,
+  subscribed to it, asks at once instead of at its next poll. Nothing is stored, and no server setting is needed.
+  Publishers that do not (another language's client, Flower) are served at the next poll, as before.
 
 A message is therefore always in exactly one place in Redis: its queue list, or the unacked hash. If its worker dies,
 kombu's sweep restores it after the visibility timeout. Three details:
@@ -27,18 +31,22 @@ kombu's sweep restores it after the visibility timeout. Three details:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
 from queue import Empty
 from time import monotonic, time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
+from redis.client import PubSub
 from redis.exceptions import ResponseError
+
+from worker.broker.kombu_private import RedisChannel, RedisTransport
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,16 @@ def refuses_scripts(exc: ResponseError) -> bool:
         marker.lower() in text.lower() for marker in SCRIPTS_REFUSED)
 
 
+#: Pub/sub channel a publisher wakes idle workers on, per queue (a channel, not a key: nothing is stored).
+WAKE_CHANNEL = "_f5batch.wake."
+#: How long a worker whose wake-up subscription failed waits before it subscribes again (it polls meanwhile).
+RESUBSCRIBE_S = 5.0
+
+
+def wake_channel(prefix: str | None, queue: str) -> str:
+    return f"{prefix or ''}{WAKE_CHANNEL}{queue}"
+
+
 #: Blocked on while idle; nothing ever writes it.
 IDLE_KEY = "_f5batch.idle"
 #: How long kombu's BRPOP stands in after Redis refused the fetch script.
@@ -110,14 +128,14 @@ class UnreadClaims:
 class FetchedQoS(kombu_redis.QoS):
     """kombu's QoS, except that a message the fetch script already recorded is not written to Redis again."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recorded: set[str] = set()
 
     def mark_recorded(self, delivery_tag: str) -> None:
         self._recorded.add(delivery_tag)
 
-    def append(self, message, delivery_tag):
+    def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag in self._recorded:
             self._recorded.discard(delivery_tag)
             virtual.QoS.append(self, message, delivery_tag)  # the in-memory bookkeeping only
@@ -125,42 +143,90 @@ class FetchedQoS(kombu_redis.QoS):
         super().append(message, delivery_tag)
 
 
-class TickingTransport:
+class TickingTransport(RedisTransport):
     """Mixin for kombu's Redis transports: wake the event loop every ``idle_poll_interval``, so that an idle channel
-    asks again on time (kombu's hub polls for up to a second when no timer is due)."""
+    asks again on time (kombu's hub polls for up to a second when no timer is due), and at once when a publisher
+    says a message has arrived (see the module's docstring)."""
 
     ticks_idle_channels = False
+    wakes = 0  # wake-ups seen: a fetch that comes back empty after one started fetches again at once
+    _loop: Any  # the worker's event loop (kombu's Hub)
+    _wake_sub: PubSub | None = None  # the wake-up subscription, while it works
+    _wake_fd: int
 
-    def register_with_event_loop(self, connection, loop):
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         super().register_with_event_loop(connection, loop)
         options = self.client.transport_options or {}
         loop.call_repeatedly(float(options.get("idle_poll_interval", AtomicFetch.idle_poll_interval)),
                              self._end_idle_waits)
         self.ticks_idle_channels = True
+        self._loop = loop
+        self._wake_sub = None
+        self._subscribe_wakes()
 
     def _end_idle_waits(self) -> None:
         """The loop's ``on_tick`` runs right after its timers, and starts the next fetch of every channel let go."""
-        for channel in self.channels:
+        for channel in self._fetching():
             channel._idle = False
 
+    def _fetching(self) -> list[AtomicFetch]:
+        return [channel for channel in self.channels or [] if isinstance(channel, AtomicFetch)]
 
-class AtomicFetch:
+    def _subscribe_wakes(self) -> None:
+        channel = next(iter(self._fetching()), None)
+        if channel is None:
+            self._loop.call_later(RESUBSCRIBE_S, self._subscribe_wakes)
+            return
+        try:
+            pubsub = channel._create_client(asynchronous=False).pubsub(ignore_subscribe_messages=True)
+            pubsub.psubscribe(wake_channel(channel.global_keyprefix, "*"))
+            pubsub.get_message(timeout=1.0)  # the subscription's confirmation: the socket is now live
+            self._wake_fd = pubsub.connection._sock.fileno()
+        except Exception as exc:
+            log.warning("could not subscribe to wake-ups (%s); polling every %.0f ms meanwhile", exc,
+                        1000 * float((self.client.transport_options or {}).get("idle_poll_interval", 0.05)))
+            self._loop.call_later(RESUBSCRIBE_S, self._subscribe_wakes)
+            return
+        self._wake_sub = pubsub
+        self._loop.add_reader(self._wake_fd, self._on_wake)
+
+    def _on_wake(self, *_args: object) -> None:
+        pubsub = self._wake_sub
+        if pubsub is None:
+            return
+        try:
+            while pubsub.get_message(timeout=0) is not None:
+                pass
+        except Exception as exc:  # the subscription's connection failed: poll, and subscribe again soon
+            log.warning("wake-ups stopped (%s); polling until they are back", exc)
+            self._loop.remove_reader(self._wake_fd)
+            self._wake_sub = None
+            with contextlib.suppress(Exception):
+                pubsub.close()
+            self._loop.call_later(RESUBSCRIBE_S, self._subscribe_wakes)
+            return
+        self.wakes += 1
+        self._end_idle_waits()
+
+
+class AtomicFetch(RedisChannel):
     """Mixin for kombu's Redis channels (plain and Sentinel); the QoS must be a ``FetchedQoS``."""
 
     from_transport_options = (*kombu_redis.Channel.from_transport_options, "idle_poll_interval")
     idle_poll_interval = 0.05
 
     _awaiting: str | None = None  # "fetch" or "idle" while one of ours is in flight; None for kombu's BRPOP
+    _wakes_at_fetch = 0  # the transport's wake-ups when the fetch in flight was sent
     _claim: str | None = None  # the claim of the fetch in flight
     _claim_to_clear: str | None = None  # the last answered fetch's claim, deleted by the next fetch
     _idle = False
     _fallback_until = 0.0
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._no_ack_queues: set[str] = set()
         super().__init__(*args, **kwargs)
 
-    def basic_consume(self, queue, *args, **kwargs):
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         no_ack = kwargs.get("no_ack", args[0] if args else False)
         (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
         return super().basic_consume(queue, *args, **kwargs)
@@ -172,12 +238,31 @@ class AtomicFetch:
     def _key(self, name: str) -> str:
         return f"{self.global_keyprefix or ''}{name}"
 
-    def _send(self, *command) -> None:
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, and a wake-up for the queue's idle workers in the same round trip."""
+        batch = kwargs.get("_publish_batch")
+        wake = wake_channel(self.global_keyprefix, queue)
+        if batch is not None:
+            super()._put(queue, message, **kwargs)
+            batch.add("publish", wake, b"1")
+            return
+        if self._expires and queue in self._expires:
+            super()._put(queue, message, **kwargs)
+            with contextlib.suppress(Exception), self.conn_or_acquire() as client:  # lost: a poll's delay at most
+                client.publish(wake, b"1")
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, dumps(message))
+            pipe.publish(wake, b"1")
+            pipe.execute()
+
+    def _send(self, *command: Any) -> None:
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*command)
 
-    def _brpop_start(self, timeout=None):
+    def _brpop_start(self, timeout: int | None = None) -> None:
         if not self._fetches_atomically():
             self._awaiting = None
             return super()._brpop_start(timeout)
@@ -194,18 +279,20 @@ class AtomicFetch:
         keys = [self.unacked_key, self.unacked_index_key, claim, self._claim_to_clear or claim]
         keys += [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         self._awaiting, self._claim = "fetch", claim
+        self._wakes_at_fetch = getattr(self.connection, "wakes", 0)
         # The claim must lapse before the sweep could restore (and another worker run) the message.
         claim_ttl = max(1, int(self.visibility_timeout) // 2)
         return self._send("EVAL", FETCH_SCRIPT, len(keys), *map(self._key, keys), repr(time()), claim_ttl)
 
-    def _brpop_read(self, **options):
+    def _brpop_read(self, **options: Any) -> bool:
         awaiting, self._awaiting = self._awaiting, None
         if awaiting is None:
             return super()._brpop_read(**options)
         try:
             reply = self._read_reply(awaiting, **options)
             if awaiting == "idle" or not reply:
-                self._idle = awaiting == "fetch"  # an empty fetch waits next; a finished wait fetches next
+                # an empty fetch waits next (unless a wake-up came while it was out); a finished wait fetches next
+                self._idle = awaiting == "fetch" and getattr(self.connection, "wakes", 0) == self._wakes_at_fetch
                 raise Empty()
             self._claim_to_clear = self._claim
             dest, item, recorded = reply
@@ -220,12 +307,12 @@ class AtomicFetch:
             self._in_poll = None
             self._flush_brpop_reauth()
 
-    def _read_reply(self, awaiting: str, **options):
+    def _read_reply(self, awaiting: str, **options: Any) -> Any:
         try:
             return self.client.parse_response(self.client.connection, "EVAL", **options)
         except self.connection_errors:
             self.client.connection.disconnect()
-            if awaiting == "fetch":
+            if awaiting == "fetch" and self._claim is not None:
                 UnreadClaims.add(self._claim)
             raise
         except ResponseError as exc:
@@ -239,9 +326,10 @@ class AtomicFetch:
                         "worker killed between pop and record loses its message", exc, FALLBACK_SECONDS)
             raise Empty() from None
 
-    def _on_connection_disconnect(self, connection):
+    def _on_connection_disconnect(self, connection: Any) -> None:
         if self._in_poll is connection and self._awaiting == "fetch":
-            UnreadClaims.add(self._claim)
+            if self._claim is not None:
+                UnreadClaims.add(self._claim)
             self._awaiting = None
         super()._on_connection_disconnect(connection)
 

@@ -59,7 +59,11 @@ def output_keys(envelope: dict[str, Any]) -> list[str]:
         kwargs = decoded[1] if isinstance(decoded, list) and len(decoded) > 1 else {}
     except (ValueError, TypeError):
         return []
-    jobs = kwargs.get("jobs") if isinstance(kwargs.get("jobs"), list) else [kwargs.get("job")]
+    if not isinstance(kwargs, dict):  # not a Celery task message's [args, kwargs, embed]
+        return []
+    jobs = kwargs.get("jobs")
+    if not isinstance(jobs, list):
+        jobs = [kwargs.get("job")]
     keys = []
     for job in jobs:
         output = job.get("output") if isinstance(job, dict) else None

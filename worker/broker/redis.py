@@ -9,9 +9,21 @@ client asks the sentinels for the current master on every reconnect, so it follo
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+if TYPE_CHECKING:
+    import redis
+    from typing_extensions import Self
+
+    from worker.settings import BrokerSettings
+
 SOCKET_TIMEOUT_S = 5
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text: bytes from the clients here, str from one that decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def is_sentinel(url: str) -> bool:
@@ -33,7 +45,7 @@ def sentinel_nodes(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
     return nodes, db, password
 
 
-def redis_client(url: str, master_name: str | None = None):
+def redis_client(url: str, master_name: str | None = None) -> redis.Redis:
     """A redis-py client for a Redis or a Sentinel URL."""
     import redis
 
@@ -45,8 +57,9 @@ def redis_client(url: str, master_name: str | None = None):
 
     nodes, db, password = sentinel_nodes(url)
     sentinel = Sentinel(nodes, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
-    return sentinel.master_for(master_name, db=db, password=password, socket_timeout=SOCKET_TIMEOUT_S,
-                               socket_connect_timeout=SOCKET_TIMEOUT_S, retry_on_timeout=True)
+    master: redis.Redis = sentinel.master_for(master_name, db=db, password=password, socket_timeout=SOCKET_TIMEOUT_S,
+                                              socket_connect_timeout=SOCKET_TIMEOUT_S, retry_on_timeout=True)
+    return master
 
 
 class RedisBookkeeping:
@@ -57,12 +70,12 @@ class RedisBookkeeping:
         self.master_name = master_name
 
     @classmethod
-    def for_results(cls, broker):
+    def for_results(cls, broker: BrokerSettings) -> Self:
         """On the result backend's Redis (``worker.settings.BrokerSettings``), where clients look for it."""
         return cls(broker.resolved_result_backend, broker.sentinel_master)
 
     @cached_property
-    def _client(self):
+    def _client(self) -> redis.Redis:
         return redis_client(self.redis_url, self.master_name)
 
     @property

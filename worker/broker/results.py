@@ -18,7 +18,7 @@ Selected by URL, as Celery's own aliases are: ``worker.broker.results:RedisBacke
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import states
 from celery.backends import redis as celery_redis
@@ -30,18 +30,26 @@ log = logging.getLogger(__name__)
 RETRIED_REPLIES = ("OOM ", "LOADING ", "READONLY ", "MASTERDOWN ", "BUSY ", "TRYAGAIN ")
 
 
-class _Patient:
-    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+if TYPE_CHECKING:
+    class _RedisBackend(celery_redis.RedisBackend):
+        # Celery's own (private, so its stubs leave it out): stores an encoded result
+        def _store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                          request: Any = None, **kwargs: Any) -> Any: ...
+else:
+    _RedisBackend = object  # at run time the backends below take Celery's from their other base
+
+
+class _Patient(_RedisBackend):
+    def exception_safe_to_retry(self, exc: Exception) -> bool:
         if isinstance(exc, ResponseError) and str(exc).startswith(RETRIED_REPLIES):
             return True
-        return bool(super().exception_safe_to_retry(exc))  # type: ignore[misc]
+        return super().exception_safe_to_retry(exc)
 
     def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
         if state != states.STARTED:
-            return super().store_result(task_id, result, state, *args, **kwargs)  # type: ignore[misc]
+            return super().store_result(task_id, result, state, *args, **kwargs)
         try:
-            return self._store_result(task_id, self.encode_result(result, state), state,  # type: ignore[attr-defined]
-                                      *args, **kwargs)
+            return self._store_result(task_id, self.encode_result(result, state), state, *args, **kwargs)
         except Exception as exc:  # advisory: the job must not fail because its start could not be noted
             log.warning("could not record that task %s started (%s); it runs anyway", task_id, exc)
             return result

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from queue import Empty
+from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -34,12 +35,13 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.broker.fetch import AtomicFetch, FetchedQoS, TickingTransport
+from worker.broker.kombu_private import RedisChannel
 
 log = logging.getLogger(__name__)
 
 
 class QoS(FetchedQoS):
-    def append(self, message, delivery_tag):
+    def append(self, message: Any, delivery_tag: str) -> None:
         try:
             super().append(message, delivery_tag)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -50,7 +52,7 @@ class QoS(FetchedQoS):
                         "unacknowledged in Redis, so it runs here without a copy in the broker", task, exc)
             virtual.QoS.append(self, message, delivery_tag)
 
-    def reject(self, delivery_tag, requeue=False):
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         try:
             super().reject(delivery_tag, requeue=requeue)
         except RedisError as exc:
@@ -61,22 +63,22 @@ class QoS(FetchedQoS):
             virtual.QoS.ack(self, delivery_tag)
 
 
-class _Hardened:
-    QoS = QoS
+class _Hardened(RedisChannel):
+    QoS: type[kombu_redis.QoS] = QoS
 
-    def _connparams(self, asynchronous=False):
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:  # the connection this channel belonged to is closed
             raise RedisConnectionError("the broker connection of this channel is closed")
         return super()._connparams(asynchronous=asynchronous)
 
-    def _brpop_read(self, **options):
+    def _brpop_read(self, **options: Any) -> bool:
         try:
             return super()._brpop_read(**options)
         except ValueError as exc:  # json.JSONDecodeError: the item was popped but is not a message envelope
             log.error("rejected a queue item that is not a JSON message envelope: %s", exc)
             raise Empty() from None
 
-    def _get(self, queue):
+    def _get(self, queue: str, timeout: float | None = None) -> Any:  # kombu's Redis channel takes no timeout
         try:
             return super()._get(queue)
         except ValueError as exc:

@@ -9,9 +9,14 @@ fused kernels broadcast. It is installed on each DiT block's ``Attention.process
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from x_transformers.x_transformers import apply_rotary_pos_emb
+
+if TYPE_CHECKING:
+    from f5_tts.model import DiT
 
 
 class KeyPaddingAttnProcessor:
@@ -53,7 +58,7 @@ class KeyPaddingAttnProcessor:
         return out
 
 
-def install(transformer: torch.nn.Module) -> int:
+def install(transformer: DiT) -> int:
     """Replace every DiT block's attention processor; returns how many were replaced."""
     count = 0
     for block in transformer.transformer_blocks:

@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +27,10 @@ from worker.engine.presets import ModelPreset, load_preset
 from worker.engine.random_weights import write_random_files
 from worker.engine.vocoder import load_vocoder
 from worker.errors import BadInputError, EngineBuildError
+
+if TYPE_CHECKING:  # upstream's classes (they ship no types)
+    from f5_tts.model import CFM
+    from vocos import Vocos
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,8 @@ class ModelFiles:
 @dataclass
 class LoadedModel:
     preset: ModelPreset
-    model: torch.nn.Module  # upstream CFM, eval, on device; DiT parameters in the policy's dtype
-    vocoder: torch.nn.Module
+    model: CFM  # eval, on device; DiT parameters in the policy's dtype
+    vocoder: Vocos
     vocab: dict[str, int]
     device: torch.device
     precision: Precision
@@ -52,15 +57,18 @@ class LoadedModel:
 
 
 def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()  # by blocks: hashlib.file_digest is Python 3.11+
     with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def parameter_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def to_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
+def to_precision(model: CFM, precision: Precision) -> CFM:
     """Store the DiT's parameters in the policy's dtype (buffers stay fp32)."""
     dtype = HALF_DTYPES.get(precision)
     if dtype is not None:
@@ -102,7 +110,7 @@ def _fingerprint(preset: ModelPreset, files: ModelFiles) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def read_model(preset: ModelPreset, vocab: dict[str, int], files: ModelFiles, label: str) -> torch.nn.Module:
+def read_model(preset: ModelPreset, vocab: dict[str, int], files: ModelFiles, label: str) -> CFM:
     """The CFM with the checkpoint's weights, in fp32 on the CPU."""
     model = loading.build_model(preset, vocab)
     loading.load_weights(model, loading.read_state_dict(files.checkpoint),

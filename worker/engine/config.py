@@ -52,6 +52,16 @@ class EngineConfig(BaseModel):
     warmup: bool = Field(True, validation_alias=_env("F5_WARMUP"))
     batch_wait_ms: float = Field(50.0, ge=0, le=10_000, validation_alias=_env("F5_BATCH_WAIT_MS"),
                                  description="Longest wait for companions before a part-full pass starts.")
+    cpu_rows_per_pass: int = Field(
+        1, ge=1, le=1024, validation_alias=_env("F5_CPU_ROWS_PER_PASS"),
+        description="Rows per pass on a CPU. One: a CPU gains nothing from padding rows to one length and masking "
+                    "them (measured in bench/bench_cpu.py), and a lone row runs upstream's own kernels.")
+    cpu_engines: int | None = Field(
+        None, ge=1, le=256, validation_alias=_env("F5_CPU_ENGINES"),
+        description="Engine processes on a machine without GPUs. Default: one per F5_CPU_THREADS cores (all of them; "
+                    "one with an explicit F5_DEVICE).")
+    cpu_threads: int = Field(1, ge=1, le=256, validation_alias=_env("F5_CPU_THREADS"),
+                             description="torch threads of each CPU engine process.")
     interactive_target_ms: float = Field(
         250.0, ge=0, le=60_000, validation_alias=_env("F5_INTERACTIVE_TARGET_MS"),
         description="While interactive (priority 0) work is about, other passes are cut to about this long, so that "

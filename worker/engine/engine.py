@@ -26,6 +26,7 @@ from cachetools import LRUCache
 
 from worker.contract import JobParams
 from worker.engine import build, faults, reference, runtime
+from worker.engine.build import LoadedModel
 from worker.engine.config import EngineConfig
 from worker.engine.precision import Precision, job_precision
 from worker.engine.sampler import CFG_EPSILON, Sampler, SamplingRow, SamplingSpec
@@ -105,7 +106,8 @@ class Engine:
         self.device = loaded.device
         self.precision: Precision = loaded.precision
         self.compiled = compiled
-        self.planner = PlannerConfig(frame_budget=frame_budget, max_batch=config.max_batch,
+        rows = config.max_batch if self.device.type != "cpu" else min(config.max_batch, config.cpu_rows_per_pass)
+        self.planner = PlannerConfig(frame_budget=frame_budget, max_batch=rows,
                                      frame_buckets=config.frame_buckets)
         self.max_chunk_frames = self.planner.frame_buckets[-1]
         self.cuda_graphs = compiled and self.device.type == "cuda" and runtime.uses_cuda_graphs(config.compile_mode)
@@ -145,7 +147,7 @@ class Engine:
         return cls(loaded, config, compiled, budget)
 
     @staticmethod
-    def _sized_budget(loaded: build.LoadedModel, config: EngineConfig) -> int:
+    def _sized_budget(loaded: LoadedModel, config: EngineConfig) -> int:
         """The pass budget from the GPU's free memory, at the measured cost of a frame-row (CPU: a fixed budget)."""
         if loaded.device.type != "cuda":
             return CPU_FRAME_BUDGET

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from worker.engine.presets import HF_SCHEME, ModelPreset
 from worker.errors import EngineBuildError
+
+if TYPE_CHECKING:
+    from f5_tts.model import CFM
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def load_vocab(path: Path) -> dict[str, int]:
     return vocab
 
 
-def build_model(preset: ModelPreset, vocab: dict[str, int]) -> torch.nn.Module:
+def build_model(preset: ModelPreset, vocab: dict[str, int]) -> CFM:
     """The upstream CFM with its backbone, with attention masking on so that batched items equal single ones."""
     import f5_tts.model as f5_model
     from f5_tts.model import CFM

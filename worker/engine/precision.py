@@ -36,9 +36,11 @@ def resolve_precision(
         if major >= 8:
             return "bf16"
         return "fp16" if major >= 6 else "fp32"
-    if setting == "bf16" and major < 8:
-        raise ValueError(f"F5_PRECISION=bf16 needs compute capability ≥ 8.0; this GPU has {major}.{minor}")
-    return setting  # type: ignore[return-value]
+    if setting == "bf16":
+        if major < 8:
+            raise ValueError(f"F5_PRECISION=bf16 needs compute capability ≥ 8.0; this GPU has {major}.{minor}")
+        return "bf16"
+    return "fp16"
 
 
 def job_precision(worker_precision: Precision, use_fp16: bool) -> Precision:

@@ -14,11 +14,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
 
 from worker.engine.loading import build_model
+
+if TYPE_CHECKING:
+    from f5_tts.model import CFM
 from worker.engine.presets import ModelPreset
 
 _VOCOS_FULL = {"dim": 512, "intermediate_dim": 1536, "num_layers": 8}
@@ -54,7 +58,7 @@ def _fingerprint(preset: ModelPreset, vocab_path: Path, seed: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _randomise_zeroed_layers(model: torch.nn.Module) -> None:
+def _randomise_zeroed_layers(model: CFM) -> None:
     """Upstream zero-inits AdaLN and output projections; a zero model would output silence-like constants."""
     transformer = model.transformer
     layers = [transformer.norm_out.linear, transformer.proj_out]

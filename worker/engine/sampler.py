@@ -14,11 +14,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from worker.engine.precision import Precision
 from worker.engine.text_embedding import pad_rows, text_embeddings
+
+if TYPE_CHECKING:
+    from f5_tts.model import CFM
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractC
 class Sampler:
     """Runs sampling passes on one CFM model. ``compiled_forward`` is the compiled DiT, if any."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, compiled_forward: Callable | None = None):
+    def __init__(self, model: CFM, device: torch.device, compiled_forward: Callable | None = None):
         self.model = model
         self.transformer = model.transformer
         self.device = device
@@ -120,7 +124,7 @@ class Sampler:
         y = pad_rows([seeded_noise(row.seed, row.frames, self.n_mels, device) for row in rows], length)
         cfg = torch.tensor([row.cfg_strength for row in rows], device=device).view(-1, 1, 1)
         t = timesteps(spec.steps, spec.sway_sampling_coef, device)
-        forward = self.compiled_forward if compiled else self.transformer
+        forward = self.compiled_forward if compiled and self.compiled_forward is not None else self.transformer
         with autocast(spec.precision, device):
             self._cache_text(rows, length, spec.use_cfg)
             try:

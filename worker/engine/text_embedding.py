@@ -14,12 +14,17 @@ tested); at padded positions it is zero. Models with ``text_embedding_average_up
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:  # upstream's classes (they ship no types)
+    from f5_tts.model.backbones.dit import TextEmbedding
+    from f5_tts.model.modules import ConvNeXtV2Block
 
-def _masked_block(block: torch.nn.Module, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+
+def _masked_block(block: ConvNeXtV2Block, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Upstream's ``ConvNeXtV2Block`` with each row limited to its valid frames (``valid``: (b, n, 1) bool)."""
     residual = x
     h = block.dwconv(x.masked_fill(~valid, 0.0).transpose(1, 2)).transpose(1, 2)
@@ -31,7 +36,7 @@ def _masked_block(block: torch.nn.Module, x: torch.Tensor, valid: torch.Tensor) 
     return residual + block.pwconv2(h)
 
 
-def _per_row(module: torch.nn.Module, tokens: Sequence[torch.Tensor], frames: Sequence[int], length: int,
+def _per_row(module: TextEmbedding, tokens: Sequence[torch.Tensor], frames: Sequence[int], length: int,
              drop_text: bool) -> torch.Tensor:
     rows = [module(t.unsqueeze(0), int(n), drop_text=drop_text)[0] for t, n in zip(tokens, frames, strict=True)]
     out = rows[0].new_zeros((len(rows), length, rows[0].shape[-1]))
@@ -40,7 +45,7 @@ def _per_row(module: torch.nn.Module, tokens: Sequence[torch.Tensor], frames: Se
     return out
 
 
-def text_embeddings(module: torch.nn.Module, tokens: Sequence[torch.Tensor], frames: Sequence[int], length: int,
+def text_embeddings(module: TextEmbedding, tokens: Sequence[torch.Tensor], frames: Sequence[int], length: int,
                     drop_text: Sequence[bool]) -> torch.Tensor:
     """``(rows, length, text_dim)``: row ``i`` embeds ``tokens[i]`` (vocab indices, 1-D) over ``frames[i]`` frames,
     with the text dropped where ``drop_text[i]`` (the unconditional half of CFG), zero past ``frames[i]``."""

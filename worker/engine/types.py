@@ -42,7 +42,12 @@ class SynthesisOutput:
     precision: str = ""
     waveform: np.ndarray | None = None
     inference_s: float = 0.0
-    wait_s: float = 0.0  # from hand-over to the batcher until its pass started (dynamic batching)
+    wait_s: float = 0.0  # in the engine process, from joining the pass pool until its first pass started
+    prepare_s: float = 0.0  # in the engine process, from arrival until prepared (reference, chunks, tokens)
+    finish_s: float = 0.0  # cross-fade and the copy to the host
+    received_at: float | None = None  # when the worker process received it (time.monotonic), set on arrival
+    sent_at: float | None = None  # when the engine process sent it (the same clock: monotonic is system-wide)
+    submitted_at: float | None = None  # when the engine process received its request (idem)
     chunks: int = 0
     error: BadInputError | None = None
 

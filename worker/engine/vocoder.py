@@ -16,11 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from numbers import Number
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
 
 from worker.errors import EngineBuildError
+
+if TYPE_CHECKING:
+    from vocos import Vocos
 
 ALLOWED_CLASSES = {
     "feature_extractor": "vocos.feature_extractors.MelSpectrogramFeatures",
@@ -42,7 +46,7 @@ def _init_args(config: dict, section: str, where: Path) -> dict:
     return args
 
 
-def load_vocoder(folder: Path) -> torch.nn.Module:
+def load_vocoder(folder: Path) -> Vocos:
     """A Vocos model from ``config.yaml`` and ``pytorch_model.bin``, building only the allowed classes."""
     from vocos import Vocos
     from vocos.feature_extractors import MelSpectrogramFeatures
@@ -72,7 +76,7 @@ def load_vocoder(folder: Path) -> torch.nn.Module:
 
 
 @torch.inference_mode()
-def decode_rows(vocoder: torch.nn.Module, mels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def decode_rows(vocoder: Vocos, mels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Waveforms (fp32, on the mel's device) for mel spectrograms of shape ``(frames, n_mels)``, decoded together."""
     lengths = [mel.shape[0] for mel in mels]
     longest = max(lengths)

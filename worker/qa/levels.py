@@ -30,7 +30,7 @@ class VoiceLevels:
     """Voice levels by clip digest, shared by the threads that check takes."""
 
     def __init__(self, size: int = 64) -> None:
-        self._levels: LRUCache = LRUCache(maxsize=size)
+        self._levels: LRUCache[str, float | None] = LRUCache(maxsize=size)
         self._lock = threading.Lock()
 
     def level(self, sha256: str, data: bytes) -> float | None:

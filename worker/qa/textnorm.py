@@ -26,7 +26,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from num2words import CONVERTER_CLASSES, num2words  # type: ignore[import-untyped]
+from num2words import CONVERTER_CLASSES, num2words
 
 __all__ = ["TextScore", "cer", "normalize", "score", "spell_numbers"]
 

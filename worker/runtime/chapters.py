@@ -16,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.broker.redis import RedisBookkeeping
+from worker.broker.redis import RedisBookkeeping, as_text
 from worker.constants import DEFAULT_CPU_QUEUE, TASK_ASSEMBLE_CHAPTER
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger(__name__)
 TTL_S = 30 * 24 * 3600
@@ -65,7 +68,7 @@ class ChapterTracker(RedisBookkeeping):
 
     def _claim_key(self, book: str, chapter: int) -> str | None:
         version = self._client.hget(_key(book, chapter), "version")
-        return None if version is None else f"{_key(book, chapter)}:assembling:{version.decode()}"
+        return None if version is None else f"{_key(book, chapter)}:assembling:{as_text(version)}"
 
     def claim(self, book: str, chapter: int) -> bool:
         """Only the first caller gets to send the assembly job of this version of the chapter."""
@@ -79,12 +82,12 @@ class ChapterTracker(RedisBookkeeping):
             self._client.delete(claim)
 
     def spec(self, book: str, chapter: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        raw = self._client.hmget(_key(book, chapter), ["entries", "options"])
-        if raw[0] is None:
+        entries, options = self._client.hmget(_key(book, chapter), ["entries", "options"])
+        if entries is None or options is None:
             raise KeyError(f"no chapter record for {book} {chapter}")
-        return json.loads(raw[0]), json.loads(raw[1])
+        return json.loads(entries), json.loads(options)
 
-    def send_if_complete(self, app, book: str, chapter: int) -> bool:
+    def send_if_complete(self, app: Celery, book: str, chapter: int) -> bool:
         if self.complete(book, chapter) and self.claim(book, chapter):
             app.send_task(TASK_ASSEMBLE_CHAPTER, kwargs={"book": book, "chapter": chapter}, queue=DEFAULT_CPU_QUEUE)
             log.info("chapter %d of %s is complete: assembly sent to %s", chapter, book, DEFAULT_CPU_QUEUE)

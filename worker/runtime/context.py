@@ -8,6 +8,7 @@ until each is built and warmed up, so a worker never takes a job it cannot run.
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -42,17 +43,34 @@ _context: WorkerContext | None = None
 
 
 def engine_devices(settings: Settings) -> list[str | None]:
-    """One engine process per visible GPU; one for an explicit ``F5_DEVICE`` or a machine without GPUs."""
-    if settings.engine.device:
+    """One engine process per visible GPU. Without GPUs, CPU engine processes (one torch thread each by default) to
+    use every core: several single-threaded engines outrun one multi-threaded one on the small matmuls of a pass
+    (bench/bench_cpu.py). One for an explicit ``F5_DEVICE``, unless ``F5_CPU_ENGINES`` says otherwise."""
+    engine = settings.engine
+    gpus = [] if engine.device else list(visible_gpus())
+    if gpus:
+        return list(gpus)
+    if engine.cpu_engines is not None:
+        return [None] * engine.cpu_engines
+    if engine.device and not engine.device.startswith("cpu"):
         return [None]
-    return list(visible_gpus()) or [None]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return [None] * (1 if engine.device else max(1, cores // engine.cpu_threads))
 
 
-def build_context(settings: Settings, gather: bool) -> WorkerContext:
+def rows_per_pass(settings: Settings) -> int:
+    """What one pass of this worker's engines holds at most: the GPU's ``F5_MAX_BATCH``, a CPU's rows per pass."""
+    engine = settings.engine
+    on_cpu = (engine.device or "").startswith("cpu") or not visible_gpus()
+    return min(engine.max_batch, engine.cpu_rows_per_pass) if on_cpu else engine.max_batch
+
+
+def build_context(settings: Settings, gather: bool, devices: list[str | None] | None = None) -> WorkerContext:
     """Start the engines and wire them to storage and Redis bookkeeping.
 
     ``gather``: tasks run in many threads (the default ``threads`` pool), so a part-full pass may wait
-    ``F5_BATCH_WAIT_MS`` for companions; with one task at a time (``solo``) nothing is worth waiting for.
+    ``F5_BATCH_WAIT_MS`` for companions; with one task at a time (``solo``, a ``prefork`` child) nothing is worth
+    waiting for. ``devices``: the engine processes to start (default: ``engine_devices``).
     """
     from worker.runtime import metrics
 
@@ -64,7 +82,7 @@ def build_context(settings: Settings, gather: bool) -> WorkerContext:
         log.warning("job(s) %s were in the running pass of an engine process that died", ", ".join(keys)[:300])
         metrics.ENGINE_RESTARTS.inc()
 
-    engines = EngineHost(settings.engine, engine_devices(settings),
+    engines = EngineHost(settings.engine, devices if devices is not None else engine_devices(settings),
                          max_wait_s=settings.engine.batch_wait_ms / 1000 if gather else 0.0,
                          on_started=lambda keys: ledger.submit(lost_runs.started, keys),
                          on_pass_ended=lambda keys: ledger.submit(lost_runs.ended, keys),

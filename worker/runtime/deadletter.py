@@ -17,9 +17,15 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from worker.broker.redis import RedisBookkeeping
+from worker.broker.redis import RedisBookkeeping, as_text
 from worker.constants import FAILED_JOBS_INDEX_KEY, FAILED_JOBS_KEY
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from worker.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class DeadLetters(RedisBookkeeping):
     ttl_s: int = DEFAULT_TTL_S
 
     @classmethod
-    def for_results(cls, broker) -> DeadLetters:
+    def for_results(cls, broker: BrokerSettings) -> Self:
         letters = super().for_results(broker)
         letters.ttl_s = broker.dead_letter_ttl
         return letters
@@ -87,8 +93,8 @@ class DeadLetters(RedisBookkeeping):
         letters = {}
         for key, value in raw.items():
             record = json.loads(value)
-            record.setdefault("identity", key.decode())
-            letters[key.decode()] = DeadLetter(**record)
+            record.setdefault("identity", as_text(key))
+            letters[as_text(key)] = DeadLetter(**record)
         return letters
 
     def by_key(self) -> dict[str, DeadLetter]:

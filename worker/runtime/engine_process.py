@@ -35,15 +35,29 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from worker.audio import to_pcm16
 from worker.engine import faults
 from worker.errors import BadInputError, TransientError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    import torch
+
+    from worker.engine.engine import Engine, PassResult
+    from worker.engine.types import SynthesisRequest
+    from worker.runtime.scheduler import Pass, Ticket
 
 log = logging.getLogger(__name__)
 
 DEVICE_LOST_EXIT = 70
 THREAD_DIED_EXIT = 71
+# The GIL's hand-over interval (Python's default is 5 ms): a thread woken by another (prepared, finished, sent) gets the
+# interpreter within a fraction of a millisecond instead of up to 5 ms later, which a lone job would wait several times
+# over. The threads here spend their time in torch and in the pipe, which release the GIL anyway.
+SWITCH_INTERVAL_S = 0.0005
 CLIP_STORE_BYTES = 512 * 1024 * 1024
 
 
@@ -94,9 +108,11 @@ def _guarded(loop: Callable[[], None], name: str) -> Callable[[], None]:
     return run
 
 
-def main(conn, config: dict, env: dict[str, str], name: str, max_wait_s: float) -> None:
+def main(conn: Connection[Any, Any], config: dict[str, Any], env: dict[str, str], name: str,
+         max_wait_s: float) -> None:
     """Entry point of the spawned process."""
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES and thread counts, before torch is imported
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(stream=sys.stderr, level=os.environ.get("F5_ENGINE_LOG_LEVEL", "INFO"),
                         format=f"[%(asctime)s: %(levelname)s/{name}] %(message)s", force=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the worker, which stops this process
@@ -117,7 +133,7 @@ def main(conn, config: dict, env: dict[str, str], name: str, max_wait_s: float) 
 
 
 class EngineServer:
-    def __init__(self, engine, conn, max_wait_s: float) -> None:
+    def __init__(self, engine: Engine, conn: Connection[Any, Any], max_wait_s: float) -> None:
         from worker.runtime.scheduler import PassScheduler
 
         self.engine = engine
@@ -126,13 +142,13 @@ class EngineServer:
         self.scheduler = PassScheduler(engine.planner, max_wait_s, interactive_target_s=target or None)
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
-        self._incoming: queue.Queue = queue.Queue()
-        self._outbox: queue.Queue = queue.Queue()
+        self._incoming: queue.Queue[Ticket] = queue.Queue()
+        self._outbox: queue.Queue[Ticket | tuple[Any, ...]] = queue.Queue()  # results to send, or messages
         self._preparing = 0
         self._cancelled_early: set[int] = set()
         self.clips = ClipStore()
 
-    def send(self, message: tuple) -> None:
+    def send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
             self.conn.send(message)
 
@@ -163,7 +179,7 @@ class EngineServer:
             elif kind == "stop":
                 os._exit(0)
 
-    def _with_clip(self, request):
+    def _with_clip(self, request: SynthesisRequest) -> SynthesisRequest:
         """The request with its clip's bytes: as sent, or from the clips this process holds by digest."""
         voice = request.voice
         if voice.audio is not None:
@@ -198,7 +214,7 @@ class EngineServer:
             if missing:  # the worker sends the ticket again with its clips
                 self.send(("voice_missing", ticket.id))
 
-    def _next(self):
+    def _next(self) -> Pass:
         from worker.runtime.scheduler import Pass
 
         with self._cond:
@@ -228,7 +244,7 @@ class EngineServer:
                     self._cond.notify_all()
             last_end, waited = time.monotonic(), self._work_waiting()
 
-    def _execute(self, chosen, idle_since: float | None) -> None:
+    def _execute(self, chosen: Pass, idle_since: float | None) -> None:
         """Run one chosen pass and hand its outcome on. ``idle_since``: when the previous pass ended, if work was
         waiting then (the gap is the engine's idle time)."""
         from worker.engine.runtime import DeviceLostError
@@ -239,6 +255,7 @@ class EngineServer:
         idle = start - idle_since if idle_since is not None else 0.0
         tickets = [ticket.id for ticket in chosen.tickets]
         self.send(("started", tickets))  # before the pass: it may kill us
+        result: PassResult | Exception
         try:
             result = self.engine.run_pass(chosen.chunks, should_stop=all_cancelled(chosen))
         except DeviceLostError as exc:
@@ -263,6 +280,8 @@ class EngineServer:
         with self._cond:
             self.scheduler.complete(chosen, result.waves, result.seconds)
             self.scheduler.observe(chosen, result.seconds)
+            for ticket in self.scheduler.finished():  # results first: a lone job does not wait for the statistics
+                self._outbox.put(ticket)
         self._outbox.put(("pass", {
             "rows": chosen.plan.size, "padded_frames": result.padded_frames,
             "frames": sum(item.frames for item in chosen.plan.items), "seconds": result.seconds,
@@ -279,7 +298,7 @@ class EngineServer:
             except (EOFError, OSError, BrokenPipeError):
                 os._exit(0)
 
-    def _result(self, ticket) -> tuple:
+    def _result(self, ticket: Ticket) -> tuple[Any, ...]:
         """The message that settles a ticket. Finishing its audio (the cross-fade on the device, the copy to the host)
         can fail like any device work, an out-of-memory error above all: then this ticket fails, and is retried, and
         the thread goes on sending everyone else's results."""
@@ -289,8 +308,23 @@ class EngineServer:
             return ("failed", ticket.id, _portable(ticket.error))
         try:
             faults.before_finish(request.text for request in ticket.requests)
+            started = time.monotonic()
             outputs = [self.engine.finish(prepared, [ticket.waves[(r, k)] for k in range(len(prepared.chunks))],
                                           ticket.seconds[r]) for r, prepared in enumerate(ticket.prepared)]
+            finish_s = time.monotonic() - started
+            log.debug("ticket %d: prepared in %.2f ms, waited %.2f ms, passes %.2f ms, queued to send %.2f ms, "
+                      "finished in %.2f ms", ticket.id, 1000 * ((ticket.prepared_at or 0) - ticket.submitted),
+                      1000 * ((ticket.first_pass_at or 0) - (ticket.prepared_at or 0)),
+                      1000 * ((ticket.done_at or 0) - (ticket.first_pass_at or 0)),
+                      1000 * (started - (ticket.done_at or started)), 1000 * finish_s)
+            for output in outputs:  # where this ticket's time went inside the engine process
+                if output.waveform is not None:  # 16-bit over the pipe: half the bytes, and what is stored anyway
+                    output.waveform = to_pcm16(output.waveform)
+                output.finish_s = finish_s / max(1, len(outputs))
+                output.prepare_s = (ticket.prepared_at or ticket.submitted) - ticket.submitted
+                output.wait_s = max(0.0, (ticket.first_pass_at or started) - (ticket.prepared_at or started))
+                output.submitted_at = ticket.submitted
+                output.sent_at = time.monotonic()
         except Exception as exc:
             log.exception("finishing the audio of a job failed; it is retried")
             return ("failed", ticket.id, _portable(TransientError(
@@ -309,7 +343,7 @@ def _portable(error: BaseException) -> tuple[str, Any]:
     return ("internal", f"{type(error).__name__}: {error}")
 
 
-def _device_memory(device) -> dict[str, int] | None:
+def _device_memory(device: torch.device) -> dict[str, int] | None:
     if device.type != "cuda":
         return None
     import torch

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 
 class Health:
@@ -33,7 +34,7 @@ class Health:
             if not ok:
                 self.last_error = error[:500]
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         now = self.clock()
         ready = self.ready_engines()
         with self._lock:

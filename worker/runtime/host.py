@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.engine.config import EngineConfig
+from worker.engine.precision import Precision
 from worker.engine.types import SynthesisOutput, SynthesisRequest
 from worker.errors import (
     BadInputError,
@@ -38,6 +39,10 @@ from worker.errors import (
     SharedTimeLimitError,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import SpawnProcess
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ class _Pending:
     priority: int = 0
     alone: bool = False  # submitted to run in passes of its own
     shared: bool = False  # a pass holding it held other jobs too: past its time limit it is retried alone, not failed
-    future: Future = field(default_factory=Future)
+    future: Future[list[SynthesisOutput]] = field(default_factory=Future)
     in_pass: bool = False  # a pass holding this ticket is running: if the process dies now, this job may be why
     started_at: float | None = None  # when its first pass started: a job's time limits count from there, not its wait
 
@@ -66,13 +71,13 @@ class EngineProcess:
         self.env = env
         self.name = f"Engine-{index}"
         self.pending: dict[int, _Pending] = {}
-        self.info: dict | None = None
+        self.info: dict[str, Any] | None = None
         self.ready = threading.Event()
         self.build_error: str | None = None
         self.restarts = 0
         self._send_lock = threading.Lock()
-        self.process = None
-        self.conn = None
+        self.process: SpawnProcess | None = None  # set by start()
+        self.conn: Connection[Any, Any] | None = None
         self.reader: threading.Thread | None = None
         # Clip digests this process has been sent: later requests in that voice cross the pipe without the clip's
         # bytes. A fresh process starts with none; one that evicted a clip asks for it again ("voice_missing").
@@ -84,26 +89,28 @@ class EngineProcess:
         parent, child = context.Pipe()
         from worker.runtime.engine_process import main
 
-        self.process = context.Process(
+        process = context.Process(
             target=main, name=self.name, daemon=True,
             args=(child, self.host.config.model_dump(), self.env, self.name, self.host.max_wait_s))
-        self.process.start()
+        process.start()
         child.close()
-        self.conn = parent
+        self.process, self.conn = process, parent
         self.ready.clear()
-        self.reader = threading.Thread(target=self._read, name=f"f5-{self.name}-reader", daemon=True)
+        self.reader = threading.Thread(target=self._read, args=(parent, process), name=f"f5-{self.name}-reader",
+                                       daemon=True)
         self.reader.start()
 
     @property
     def load(self) -> int:
         return len(self.pending)
 
-    def send(self, message: tuple) -> None:
+    def send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
+            if self.conn is None:
+                raise BrokenPipeError(f"{self.name} has not been started")
             self.conn.send(message)
 
-    def _read(self) -> None:
-        conn, process = self.conn, self.process
+    def _read(self, conn: Connection[Any, Any], process: SpawnProcess) -> None:
         while True:
             try:
                 message = conn.recv()
@@ -113,7 +120,7 @@ class EngineProcess:
         process.join(5)
         self.host._engine_died(self, process.exitcode)
 
-    def _handle(self, message: tuple) -> None:
+    def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "ready":
             self.info = message[1]
@@ -161,7 +168,7 @@ class EngineProcess:
                 keys += pending.keys
         return keys
 
-    def _settle(self, message: tuple) -> None:
+    def _settle(self, message: tuple[Any, ...]) -> None:
         with self.host._lock:
             pending = self.pending.pop(message[1], None)
         if pending is None:
@@ -170,6 +177,8 @@ class EngineProcess:
             self.host.on_pass_ended(pending.keys)
         kind = message[0]
         if kind == "done":
+            for output in message[2]:
+                output.received_at = time.monotonic()
             pending.future.set_result(message[2])
         elif kind == "cancelled":
             pending.future.set_exception(JobTimeLimitError("the job was abandoned at its time limit"))
@@ -177,7 +186,7 @@ class EngineProcess:
             pending.future.set_exception(_error(message[2]))
 
 
-def _error(portable: tuple) -> BaseException:
+def _error(portable: tuple[str, Any]) -> BaseException:
     kind, detail = portable
     if kind == "bad_input":
         return BadInputError(detail["code"], detail["message"], detail["field"])
@@ -190,10 +199,10 @@ class EngineHost:
     """Thread-safe front of the worker's engine processes (``SynthesisEngine``-like: ``synthesize``)."""
 
     def __init__(self, config: EngineConfig, devices: Sequence[str | None], *, max_wait_s: float,
-                 on_started: Callable[[list[str]], None] = lambda keys: None,
-                 on_pass_ended: Callable[[list[str]], None] = lambda keys: None,
-                 on_lost: Callable[[list[str]], None] = lambda keys: None,
-                 on_pass: Callable[[dict], None] = lambda stats: None) -> None:
+                 on_started: Callable[[list[str]], object] = lambda keys: None,
+                 on_pass_ended: Callable[[list[str]], object] = lambda keys: None,
+                 on_lost: Callable[[list[str]], object] = lambda keys: None,
+                 on_pass: Callable[[dict[str, Any]], object] = lambda stats: None) -> None:
         self.config = config
         self.max_wait_s = max_wait_s
         self.on_started, self.on_pass_ended = on_started, on_pass_ended
@@ -202,14 +211,17 @@ class EngineHost:
         self._lock = threading.Lock()
         self._closing = False
         self._serving = False  # set once every engine has started: from then on a dead engine is replaced
-        self.engines = [EngineProcess(self, index, self._env(device)) for index, device in enumerate(devices)]
+        self.engines = [EngineProcess(self, index, self._env(device, config.cpu_threads))
+                        for index, device in enumerate(devices)]
         self.started_at = time.monotonic()
 
     @staticmethod
-    def _env(device: str | None) -> dict[str, str]:
+    def _env(device: str | None, cpu_threads: int = 1) -> dict[str, str]:
         env = {"F5_ENGINE_LOG_LEVEL": logging.getLevelName(logging.getLogger().getEffectiveLevel())}
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
+        else:  # a CPU engine: its own share of the cores (torch reads these when it is imported)
+            env.update({"OMP_NUM_THREADS": str(cpu_threads), "MKL_NUM_THREADS": str(cpu_threads)})
         return env
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -220,12 +232,14 @@ class EngineHost:
             engine.start()
         deadline = time.monotonic() + timeout_s
         for engine in self.engines:
+            process, reader = engine.process, engine.reader
+            assert process is not None and reader is not None  # started above
             while not engine.ready.wait(0.2):
-                if engine.build_error or not engine.process.is_alive():
-                    engine.reader.join(5)  # it may still be reading the reason the process gave
+                if engine.build_error or not process.is_alive():
+                    reader.join(5)  # it may still be reading the reason the process gave
                     self.close()
                     raise EngineBuildError(engine.build_error or f"{engine.name} exited with code "
-                                           f"{engine.process.exitcode} while starting")
+                                           f"{process.exitcode} while starting")
                 if time.monotonic() > deadline:
                     self.close()
                     raise EngineBuildError(f"{engine.name} did not finish building within {timeout_s:.0f} s "
@@ -261,7 +275,8 @@ class EngineHost:
             return
         delay = RESTART_BACKOFF_S[min(engine.restarts, len(RESTART_BACKOFF_S) - 1)] if engine.build_error else 0.0
         log.error("%s (pid %s) exited with code %s; %d job(s) it held will be retried; starting a fresh one%s",
-                  engine.name, engine.process.pid, exitcode, len(lost), f" in {delay:.0f} s" if delay else "")
+                  engine.name, engine.process.pid if engine.process else None, exitcode, len(lost),
+                  f" in {delay:.0f} s" if delay else "")
         engine.restarts += 1
         engine.build_error = None
         if delay:
@@ -272,7 +287,7 @@ class EngineHost:
     # ------------------------------------------------------------------------------------------- serving
 
     @property
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         for engine in self.engines:
             if engine.info is not None:
                 return engine.info
@@ -280,15 +295,16 @@ class EngineHost:
 
     @property
     def model_name(self) -> str:
-        return self.info["model"]
+        return str(self.info["model"])
 
     @property
-    def precision(self) -> str:
-        return self.info["precision"]
+    def precision(self) -> Precision:
+        precision: Precision = self.info["precision"]
+        return precision
 
     @property
     def fingerprint(self) -> str:
-        return self.info["fingerprint"]
+        return str(self.info["fingerprint"])
 
     def ready_engines(self) -> int:
         return sum(1 for engine in self.engines if engine.ready.is_set())
@@ -373,8 +389,10 @@ class EngineHost:
                         killed.add(id(engine))
                         log.error("%s did not let go of a job past its hard time limit; replacing the process",
                                   engine.name)
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(engine.process.pid, signal.SIGKILL)
+                        pid = engine.process.pid if engine.process is not None else None
+                        if pid is not None:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(pid, signal.SIGKILL)
                     results[index] = self._time_limit(pending, timeout_s)
             waiting = [pending.future for (_, pending), result in zip(submitted, results, strict=True)
                        if result is None]

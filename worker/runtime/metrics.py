@@ -9,6 +9,7 @@ Torch-free: the engine processes report passes, and the worker turns them into m
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -37,18 +38,25 @@ ENGINE_BUSY = Counter("f5_engine_busy_seconds", "Time the engines spent in passe
 ENGINE_IDLE = Counter("f5_engine_idle_seconds", "Time between passes while work was waiting in an engine")
 RECOMPILES = Counter("f5_recompiles", "Graphs torch.compile built after warm-up (each is a stall while serving)")
 ENGINE_RESTARTS = Counter("f5_engine_restarts", "Engine processes replaced after they stopped")
+STAGES = Histogram("f5_job_stage_seconds", "Where a synthesised job's time went, by stage (queue, check, prepare, "
+                   "engine_wait, inference, finish, transfer, encode, upload)", ["stage"],
+                   buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60))
 GPU_MEMORY = Gauge("f5_gpu_memory_bytes", "CUDA memory of the engine processes, as last reported", ["kind"])
 
 
 def serve(port: int | None, addr: str = "127.0.0.1") -> int | None:
     if port is None:
         return None
-    start_http_server(port, addr=addr)
+    try:
+        start_http_server(port, addr=addr)
+    except OSError as exc:  # another process of this worker (a prefork child) serves it already
+        log.warning("metrics not served on port %d: %s", port, exc)
+        return None
     log.info("metrics on port %d", port)
     return port
 
 
-def on_pass(stats: dict) -> None:
+def on_pass(stats: dict[str, Any]) -> None:
     """One pass, as an engine process reports it."""
     PASS_ROWS.observe(stats["rows"])
     padded = stats["rows"] * stats["padded_frames"]
@@ -78,3 +86,7 @@ def job_finished(result: JobResult | None, outcome: str) -> None:
         QUEUE_WAIT.observe(result.timings.queue_s)
     if result.timings.batch_wait_s is not None:
         BATCH_WAIT.observe(result.timings.batch_wait_s)
+    for stage in ("queue", "check", "prepare", "engine_wait", "inference", "finish", "transfer", "encode", "upload"):
+        value = getattr(result.timings, f"{stage}_s")
+        if value is not None:
+            STAGES.labels(stage).observe(value)

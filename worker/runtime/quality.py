@@ -55,7 +55,7 @@ def _state(record: SegmentTakes, decision: Decision) -> State:
 
 def _fresh(job: Job) -> SegmentTakes:
     assert job.qa is not None
-    first = job.model_copy(update={"qa": job.qa.model_copy(update={"attempt": 1, "seed": None})})
+    first = job.model_copy(update={"qa": job.qa.model_copy(update={"attempt": 1, "seed": None, "manual": False})})
     return SegmentTakes(book=job.metadata.get("book"), key=job.resolved_key(), job_id=job.resolved_job_id(),
                         text=job.text, lang=job.qa.lang, max_attempts=job.qa.max_attempts, asr=job.qa.asr,
                         job=first.model_dump(mode="json", exclude_none=True))
@@ -90,7 +90,7 @@ def _next_steps(record: SegmentTakes, job: Job) -> Settled:
             and record.take(decision.next_attempt) is None:
         assert job.qa is not None
         send = job.model_copy(update={"qa": job.qa.model_copy(update={"attempt": decision.next_attempt,
-                                                                        "seed": None})})
+                                                                        "seed": None, "manual": False})})
     promote = record.kept if record.state in FINAL and record.best not in (None, record.at_key) else None
     return Settled(record, decision, send, promote)
 

@@ -36,7 +36,7 @@ class ReferenceStore:
         self.storage = storage
         self.voices_dir = Path(voices_dir).resolve() if voices_dir else None
         self.max_bytes = max_bytes
-        self._cache: TTLCache = TTLCache(maxsize=size, ttl=ttl_s)
+        self._cache: TTLCache[str, Reference] = TTLCache(maxsize=size, ttl=ttl_s)
         self._lock = threading.Lock()  # task threads share the cache
 
     def _too_big(self, key: str, size: int) -> BadInputError:

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from worker import constants as c
-from worker.audio import encode_wav
+from worker.audio import as_float, encode_wav
 from worker.contract import Job, JobResult, Timings
-from worker.engine.precision import job_precision
+from worker.engine.precision import Precision, job_precision
 from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
 from worker.errors import BadInputError, SharedTimeLimitError, TransientError, WorkerLostError
 from worker.qa.levels import VoiceLevels
@@ -61,9 +61,14 @@ class RunLimits:
 class Engines(Protocol):
     """What the runner needs from the engine processes (``EngineHost``)."""
 
-    model_name: str
-    precision: str
-    fingerprint: str
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def precision(self) -> Precision: ...
+
+    @property
+    def fingerprint(self) -> str: ...
 
     def submit_many(self, tickets: Sequence[tuple[Sequence[SynthesisRequest], Sequence[str], bool]], *,
                     priority: int = 0) -> list[tuple[Any, Any]]: ...
@@ -187,10 +192,13 @@ class JobRunner:
              limits: RunLimits) -> None:
         history = self.lost_runs.history([job.identity() for _, job in jobs])
         ready: list[tuple[int, Job, Reference, bool]] = []
+        checks: dict[int, float] = {}
         for index, job in jobs:  # every job's skip check and reference first, so they reach the engine together
             lost, alone = history.get(job.identity(), (0, False))
+            started = time.perf_counter()
             try:
                 prepared = self._before_engine(job, lost, queue_s)
+                checks[index] = time.perf_counter() - started
             except Exception as exc:  # a bug, not the job's fault: this job fails alone, its companions go on
                 log.exception("job %s failed before synthesis", job.resolved_job_id())
                 prepared = self._outcome(job, error=_internal(exc))
@@ -207,7 +215,7 @@ class JobRunner:
         for (index, job, clip, _), output in zip(ready, self.engines.wait_many(handles, limits.timeout_s,
                                                                               limits.hard_timeout_s), strict=True):
             try:
-                outcomes[index] = self._collect(job, clip, output, handed_over, queue_s)
+                outcomes[index] = self._collect(job, clip, output, handed_over, queue_s, checks.get(index))
             except Exception as exc:
                 log.exception("job %s failed after synthesis", job.resolved_job_id())
                 outcomes[index] = self._outcome(job, error=_internal(exc))
@@ -238,7 +246,7 @@ class JobRunner:
         return SynthesisRequest(job.text, voice, job.params, job.resolved_seed())
 
     def _collect(self, job: Job, clip: Reference, waited: list[SynthesisOutput] | BaseException, handed_over: float,
-                 queue_s: float | None) -> JobOutcome:
+                 queue_s: float | None, check_s: float | None = None) -> JobOutcome:
         if isinstance(waited, SharedTimeLimitError):  # not this job's fault: it runs alone next time, fails only then
             self.lost_runs.run_alone([job.identity()])
             return self._failed(job, waited)
@@ -250,7 +258,8 @@ class JobRunner:
         if output.error is not None:
             return self._failed(job, output.error)
         try:
-            outcome = self._store(job, clip, output, queue_s, time.monotonic() - handed_over)
+            outcome = self._store(job, clip, output, queue_s, (output.received_at or time.monotonic()) - handed_over,
+                                  check_s)
         except (BadInputError, TransientError) as exc:
             return self._failed(job, exc)
         self.lost_runs.forget([job.identity()])
@@ -276,16 +285,24 @@ class JobRunner:
             precision=meta.get(c.META_PRECISION, ""), model=meta.get(c.META_MODEL, ""), metadata=job.metadata)
 
     def _store(self, job: Job, clip: Reference, output: SynthesisOutput, queue_s: float | None,
-               waited_s: float) -> JobOutcome:
-        data = encode_wav(output.waveform, output.sample_rate)
-        metadata = self._metadata(job, clip, output, data)
+               waited_s: float, check_s: float | None = None) -> JobOutcome:
         start = time.perf_counter()
+        waveform = output.waveform
+        assert waveform is not None  # an engine's output holds audio or an error (checked by the caller)
+        data = encode_wav(waveform, output.sample_rate)
+        encoded = time.perf_counter()
+        metadata = self._metadata(job, clip, output, data)
         self.storage.put(job.store_key(), data, metadata, content_type="audio/wav")
-        upload_s = time.perf_counter() - start
+        upload_s = time.perf_counter() - encoded
         info = ObjectInfo(job.store_key(), len(data), metadata)
         result = self._result(job, info, queue_s, output.inference_s, upload_s, skipped=False,
                               batch_wait_s=max(0.0, waited_s - output.inference_s))
-        signal = self.voices.signal(job, clip, output.waveform, output.sample_rate) if job.qa is not None else None
+        inside = output.prepare_s + output.wait_s + output.inference_s + output.finish_s
+        result.timings = result.timings.model_copy(update={
+            "check_s": check_s, "prepare_s": output.prepare_s, "engine_wait_s": output.wait_s,
+            "finish_s": output.finish_s, "transfer_s": max(0.0, waited_s - inside), "encode_s": encoded - start})
+        signal = self.voices.signal(job, clip, as_float(waveform), output.sample_rate) \
+            if job.qa is not None else None
         return self._outcome(job, result=result, duration_s=output.duration_s, signal=signal)
 
     def _metadata(self, job: Job, clip: Reference, output: SynthesisOutput, data: bytes) -> dict[str, str]:

@@ -49,6 +49,9 @@ class Ticket:
     cancelled: bool = False
     error: BaseException | None = None
     retried_alone: bool = False
+    prepared_at: float | None = None  # when its preparation ended (it joined the pool)
+    first_pass_at: float | None = None  # when the first pass holding it started
+    done_at: float | None = None  # when its last chunk's pass ended
 
     @property
     def remaining(self) -> int:
@@ -63,7 +66,7 @@ class Ticket:
 class Pass:
     """A pass chosen to run: its chunks, and which ticket each belongs to."""
 
-    plan: BatchPlan
+    plan: BatchPlan[Hashable]
     entries: tuple[tuple[Ticket, int, int], ...]  # (ticket, request index, chunk index), in plan order
 
     @property
@@ -84,7 +87,7 @@ class PassCost:
         self._rate: dict[Hashable, float] = {}
 
     @staticmethod
-    def _sampling(plan: BatchPlan) -> tuple:
+    def _sampling(plan: BatchPlan[Hashable]) -> tuple[Hashable, int, float | None, bool]:
         """(precision, steps, sway, CFG) of a plan's rows, through the wrapping of jobs that run alone."""
         group = plan.group
         if isinstance(group, tuple) and len(group) == 3 and group[1] == "alone":
@@ -92,15 +95,15 @@ class PassCost:
         return group if isinstance(group, tuple) and len(group) == 4 else (group, 1, None, False)
 
     @classmethod
-    def work(cls, plan: BatchPlan, rows: int | None = None) -> float:
+    def work(cls, plan: BatchPlan[Hashable], rows: int | None = None) -> float:
         _, steps, _, cfg = cls._sampling(plan)
         return (plan.size if rows is None else rows) * plan.frames * max(1, int(steps)) * (2 if cfg else 1)
 
     @classmethod
-    def _key(cls, plan: BatchPlan) -> Hashable:
+    def _key(cls, plan: BatchPlan[Hashable]) -> Hashable:
         return cls._sampling(plan)[0]
 
-    def observe(self, plan: BatchPlan, seconds: float) -> None:
+    def observe(self, plan: BatchPlan[Hashable], seconds: float) -> None:
         work = self.work(plan)
         if work <= 0 or seconds <= 0:
             return
@@ -108,7 +111,7 @@ class PassCost:
         old = self._rate.get(key)
         self._rate[key] = rate if old is None else old + self.smoothing * (rate - old)
 
-    def rows_within(self, plan: BatchPlan, seconds: float) -> int | None:
+    def rows_within(self, plan: BatchPlan[Hashable], seconds: float) -> int | None:
         """How many of the plan's rows fit in ``seconds``; None while no pass of its kind has been measured."""
         rate = self._rate.get(self._key(plan))
         if rate is None:
@@ -139,6 +142,7 @@ class PassScheduler:
     def add(self, ticket: Ticket) -> None:
         """A prepared ticket: its chunks join the pool (requests that failed preparation have none)."""
         ticket.seconds = [0.0] * len(ticket.prepared)
+        ticket.prepared_at = self.clock()
         self.tickets[ticket.id] = ticket
         if ticket.priority <= INTERACTIVE_PRIORITY:
             self._last_interactive = self.clock()
@@ -191,13 +195,15 @@ class PassScheduler:
         for item in best.items:
             ticket, r, k, _ = self._pool.pop(item.id)
             entries.append((ticket, r, k))
+            if ticket.first_pass_at is None:
+                ticket.first_pass_at = now
         return Pass(best, tuple(entries))
 
     def _urgency(self, ticket: Ticket, now: float) -> float:
         """Priority, better by one step for every ``age_step_s`` waited (ageing: nothing waits forever)."""
         return ticket.priority - (now - ticket.submitted) / self.age_step_s
 
-    def _bounded(self, plan: BatchPlan, now: float) -> BatchPlan:
+    def _bounded(self, plan: BatchPlan[Hashable], now: float) -> BatchPlan[Hashable]:
         """A non-interactive pass, cut to fit the interactive target while interactive work is about."""
         if (self.interactive_target_s is None or self._last_interactive is None
                 or now - self._last_interactive > self.interactive_window_s):
@@ -223,9 +229,12 @@ class PassScheduler:
     def complete(self, chosen: Pass, waves: Sequence[Any], seconds: float) -> None:
         """The pass ran: each chunk's waveform goes to its ticket, with its share of the pass's time."""
         total = sum(item.frames for item in chosen.plan.items) or 1
+        now = self.clock()
         for item, (ticket, r, k), wave in zip(chosen.plan.items, chosen.entries, waves, strict=True):
             ticket.waves[(r, k)] = wave
             ticket.seconds[r] += seconds * item.frames / total
+            if ticket.remaining == 0:
+                ticket.done_at = now
 
     def fail(self, chosen: Pass, error: BaseException) -> None:
         """The pass failed. A ticket that had companions is retried alone; a ticket already alone fails."""

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from worker.broker.redis import RedisBookkeeping
+from worker.broker.redis import RedisBookkeeping, as_text
 from worker.qa.gate import Verdict
 
 TTL_S = 180 * 24 * 3600
@@ -54,6 +54,7 @@ class SegmentTakes(BaseModel):
     attempts: list[TakeRecord] = Field(default_factory=list)
     best: int | None = None  # the attempt to keep
     at_key: int = 1  # the attempt whose audio is at ``key``
+    reserved: int = 0  # the highest attempt number handed out for a take by hand (two at once never share one)
     updated: float = Field(default_factory=time.time)
     job: dict[str, Any] | None = None  # the job as sent for its first take: what a re-render sends again
 
@@ -77,7 +78,7 @@ class TakeRecords(RedisBookkeeping):
         return SegmentTakes.model_validate_json(raw) if raw else None
 
     def all(self, book: str | None) -> list[SegmentTakes]:
-        keys = sorted(k.decode() for k in self._client.smembers(self._index(book)))
+        keys = sorted(as_text(k) for k in self._client.smembers(self._index(book)))
         records = []
         for start in range(0, len(keys), 500):
             for raw in self._client.mget([self._key(book, k) for k in keys[start : start + 500]]):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from worker.storage.base import ObjectInfo, ObjectNotFound, Storage
@@ -17,13 +18,14 @@ if TYPE_CHECKING:
 __all__ = ["BACKENDS", "ObjectInfo", "ObjectNotFound", "Storage", "by_url"]
 
 
-def _backend(scheme: str) -> type:
+def _backend(scheme: str) -> Callable[..., Storage]:
     try:
         module, name = BACKENDS[scheme].split(":")
     except KeyError:
         raise ValueError(f"STORAGE_URL scheme {scheme!r} is not supported; use s3://bucket/prefix or "
                          "file:///absolute/path") from None
-    return getattr(import_module(module), name)
+    backend: Callable[..., Storage] = getattr(import_module(module), name)
+    return backend
 
 
 def by_url(url: str, settings: StorageSettings | None = None) -> Storage:
@@ -37,7 +39,7 @@ def by_url(url: str, settings: StorageSettings | None = None) -> Storage:
         return cls(path.expanduser(), url=url)
     if not parsed.netloc:
         raise ValueError(f"STORAGE_URL {url!r} names no bucket (s3://bucket/prefix)")
-    options = {}
+    options: dict[str, Any] = {}
     if settings is not None:
         options = {"endpoint_url": settings.s3_endpoint_url, "region": settings.s3_region,
                    "addressing_style": settings.s3_addressing_style,

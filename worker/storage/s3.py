@@ -11,6 +11,7 @@ import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -37,7 +38,8 @@ class S3Storage:
     """``s3://bucket/prefix``. Every key is stored as ``prefix/key``."""
 
     def __init__(self, bucket: str, prefix: str, *, url: str, endpoint_url: str | None = None,
-                 region: str | None = None, addressing_style: str = "path", multipart_threshold_mb: int = 16,
+                 region: str | None = None, addressing_style: Literal["auto", "path", "virtual"] = "path",
+                 multipart_threshold_mb: int = 16,
                  connect_timeout: float = 5.0, read_timeout: float = 30.0) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -81,10 +83,11 @@ class S3Storage:
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream") -> None:
         full = self._key(key)
-        extra = {"Metadata": metadata or {}, "ContentType": content_type}
+        extra: dict[str, Any] = {"Metadata": metadata or {}, "ContentType": content_type}
         try:
             if len(data) < self.transfer.multipart_threshold:  # one request, and S3's own error code if it fails
-                self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=data, Metadata=metadata or {},
+                                       ContentType=content_type)
             else:
                 self.client.upload_fileobj(io.BytesIO(data), self.bucket, full, ExtraArgs=extra,
                                            Config=self.transfer)

@@ -103,12 +103,12 @@ def resample_16k(samples: npt.ArrayLike, rate: int) -> npt.NDArray[np.float32]:
     if rate == ASR_RATE or array.size == 0:
         return array
     if importlib.util.find_spec("soxr") is not None:
-        import soxr  # type: ignore[import-untyped]
+        import soxr
 
         return np.asarray(soxr.resample(array, rate, ASR_RATE), dtype=np.float32)
     from math import gcd
 
-    from scipy.signal import resample_poly  # type: ignore[import-untyped]
+    from scipy.signal import resample_poly
 
     step = gcd(rate, ASR_RATE)
     return np.asarray(resample_poly(array, ASR_RATE // step, rate // step), dtype=np.float32)

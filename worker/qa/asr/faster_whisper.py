@@ -71,7 +71,7 @@ def _looks_like_path(model: str) -> bool:
 def _load(model: str, options: ASROptions) -> Any:
     """The WhisperModel, or ASRUnavailable naming the fix."""
     try:
-        from faster_whisper import WhisperModel  # type: ignore[import-untyped]
+        from faster_whisper import WhisperModel
     except ImportError as exc:
         raise ASRUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}") from exc
     if _looks_like_path(model):
@@ -106,7 +106,7 @@ class FasterWhisperRecognizer:
         check_resampler()
         self._model = _load(self._model_name, self._options)
         from faster_whisper import BatchedInferencePipeline
-        from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
+        from faster_whisper.tokenizer import Tokenizer
 
         self._batched = BatchedInferencePipeline(self._model)
         self._tokenizer_type = Tokenizer

@@ -63,7 +63,7 @@ class PocketSphinxRecognizer:
     def __init__(self, model: str | None = None, options: ASROptions | None = None) -> None:
         options = options or ASROptions()
         try:
-            import pocketsphinx  # type: ignore[import-untyped]
+            import pocketsphinx
         except ImportError as exc:
             raise ASRUnavailable(f"pocketsphinx is not installed: {INSTALL_HINT}") from exc
         check_resampler()
