@@ -1,6 +1,6 @@
-"""The long soak: many tiny jobs through the producer and a worker whose engine process (and now and then the whole
-worker) is SIGKILLed at random; every execution is counted from the S3 endpoint's request log (PUTs per key), so a job
-run twice shows. Writes bench/results/faults.json.
+"""The long soak: many tiny jobs (from an interrupted enqueue, resume and the gateway) through a worker whose engine
+process (and now and then the whole worker) is SIGKILLed at random; every execution is counted from the S3 endpoint's
+request log (PUTs per key), so a job run twice shows. Writes bench/results/faults.json.
 
     python bench/bench_soak.py --jobs 600
 """
@@ -46,7 +46,8 @@ def main() -> None:
                  "five, and the second) the whole worker, which is started again",
         "duplicates": "PUTs per key in the S3 endpoint's request log beyond the first",
         "broker": "redis-server with AOF", "storage": "moto S3 server over HTTP",
-        "producer": "f5-batch enqueue --batch-size 1"}})
+        "producer": "f5-batch enqueue --batch-size 1, interrupted with SIGINT at half the book; the rest by "
+                    "f5-batch resume once the worker runs; a tenth as many jobs again through the gateway's /v1/jobs"}})
     print(f"wrote {path}")
 
 

@@ -120,3 +120,30 @@ def test_a_redis_that_refuses_scripts_still_serves_with_a_warning(tmp_path, capl
             conn.release()
     finally:
         server.stop()
+
+
+def test_renewing_held_messages_while_a_fetch_is_in_flight_leaves_the_fetch_its_reply(redis):
+    """The renewal timer runs in the consumer's event loop, between a fetch sent and its reply read. It used to send
+    its ZADD on the consumer's own connection: the ZADD read the fetch's reply, the fetch read the ZADD's (an int), and
+    the worker stopped ("cannot unpack non-iterable int object"), seen in the soak. It must use a connection of its
+    own."""
+    from worker.broker.visibility import renew
+
+    queue = Queue("jobs")
+    publish(redis.url, queue, [({"n": n}, 0) for n in range(2)])
+    conn, got = consume(redis.url, queue, 1)
+    try:
+        channel = conn.default_channel
+        channel.qos.prefetch_count = 2  # room for the second message
+        before = redis.client().zscore("unacked_index", got[0][1].delivery_tag)
+        time.sleep(0.01)
+        channel._brpop_start()  # the next fetch, sent; its reply not read yet
+        assert renew(channel) == 1  # the message held, renewed
+        assert redis.client().zscore("unacked_index", got[0][1].delivery_tag) > before
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:  # the fetch in flight reads its own reply
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.5)
+        assert sorted(body["n"] for body, _ in got) == [0, 1]
+    finally:
+        conn.release()

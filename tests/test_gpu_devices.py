@@ -4,6 +4,8 @@ exists here."""
 
 from __future__ import annotations
 
+import os
+
 from worker.runtime.context import engine_devices
 from worker.runtime.gpus import visible_gpus
 from worker.runtime.host import EngineHost
@@ -30,10 +32,20 @@ def test_one_engine_per_gpu_each_seeing_only_its_own(monkeypatch):
     assert [EngineHost._env(device)["CUDA_VISIBLE_DEVICES"] for device in devices] == ["2", "5"]
 
 
-def test_no_gpu_or_an_explicit_device_is_one_engine(monkeypatch, tmp_path):
+def test_no_gpu_is_an_engine_per_core_and_an_explicit_device_is_one_engine(monkeypatch, tmp_path):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for name in ("F5_DEVICE", "F5_CPU_ENGINES", "F5_CPU_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
-    assert visible_gpus() == [] and engine_devices(Settings()) == [None]
+    cores = len(os.sched_getaffinity(0))
+    assert visible_gpus() == [] and engine_devices(Settings()) == [None] * cores  # one torch thread each
+    monkeypatch.setenv("F5_CPU_THREADS", str(cores))
+    assert engine_devices(Settings()) == [None]
+    monkeypatch.setenv("F5_CPU_ENGINES", "3")
+    assert engine_devices(Settings()) == [None] * 3
+    monkeypatch.delenv("F5_CPU_ENGINES")
+    monkeypatch.setenv("F5_DEVICE", "cpu")
+    assert engine_devices(Settings()) == [None]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setenv("F5_DEVICE", "cuda:1")
     assert engine_devices(Settings()) == [None]

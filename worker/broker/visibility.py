@@ -57,9 +57,12 @@ def renew(channel: Any, now: float | None = None) -> int:
         return 0
     stamp = time.time() if now is None else now
     renewed = 0
-    for start in range(0, len(tags), 500):
-        chunk = tags[start : start + 500]
-        renewed += int(channel.client.zadd(channel.unacked_index_key, dict.fromkeys(chunk, stamp), xx=True, ch=True))
+    # A pooled connection of its own: ``channel.client`` is the consumer's, whose fetch may be in flight, and a command
+    # sent on it would read the fetch's reply (and the fetch this command's), which stops the worker.
+    with channel.conn_or_acquire() as client:
+        for start in range(0, len(tags), 500):
+            chunk = tags[start : start + 500]
+            renewed += int(client.zadd(channel.unacked_index_key, dict.fromkeys(chunk, stamp), xx=True, ch=True))
     return renewed
 
 
