@@ -152,12 +152,17 @@ def test_cancelled_jobs_leave_the_pool_and_stop_their_pass(clock):
     assert scheduler.next_pass() is None and {t.id for t in scheduler.finished()} == {1, 2}
 
 
-def test_waiting_books_age_until_they_go_before_newer_interactive_work(clock):
+def test_waiting_books_age_before_newer_jobs_but_never_before_interactive_work(clock):
     scheduler = _scheduler(clock, wait=0.0)
     scheduler.add(_ticket(1, 400, clock=clock, priority=6))  # a book chunk
-    clock.now += 70  # it has waited seven age steps: now as urgent as anything new
-    scheduler.add(_ticket(2, 900, clock=clock, priority=0))
+    clock.now += 70  # it has waited seven age steps: more urgent than a new gateway job
+    scheduler.add(_ticket(2, 900, clock=clock, priority=3))
     assert [t.id for t in scheduler.next_pass().tickets] == [1]
+    for i in range(10, 20):  # a whole backlog of book chunks, waiting for ever
+        scheduler.add(_ticket(i, 400, clock=clock, priority=6))
+    clock.now += 1000
+    scheduler.add(_ticket(3, 400, clock=clock, priority=0))  # a /tts request: it goes first all the same
+    assert 3 in {t.id for t in scheduler.next_pass().tickets}
 
 
 def test_book_passes_shrink_to_the_interactive_target_while_interactive_work_is_about(clock):

@@ -90,13 +90,16 @@ def _interrupted_enqueue(env: dict[str, str], corpus: Path, manifests: Path, hal
     command = [str(Path(sys.executable).with_name("f5-batch")), "enqueue", str(corpus), "--book", "soak", "--voice",
                "narrador", "--batch-size", "1", "--nfe-step", "2", "--max-queued", str(half), "--manifest-dir",
                str(manifests)]
-    producer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = manifests.parent / "interrupted-enqueue.log"
+    manifests.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        producer = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     partial = manifests / "soak.jsonl.partial"
     try:
-        wait_until(lambda: partial.exists() and len(partial.read_text().splitlines()) >= half, 300,
-                   "half the book published")
+        wait_until(lambda: (partial.exists() and len(partial.read_text().splitlines()) >= half)
+                   or producer.poll() is not None, 300, "half the book published")
         producer.send_signal(signal.SIGINT)
-        assert producer.wait(60) == 130
+        assert producer.wait(60) == 130, log.read_text(errors="replace")[-2000:]
     finally:
         producer.kill()
 
@@ -135,16 +138,17 @@ def run_soak(jobs: int, work: Path, weights: Path, quijote: Path, ref_wav_path: 
         assert cli(env, "voice", "add", "narrador", str(ref_wav_path), "--text", REF_TEXT).returncode == 0
         corpus = dataset(quijote, jobs, work)
         _interrupted_enqueue(env, corpus, manifests, jobs // 2)
-        interrupted = len((manifests / "soak.jsonl.partial").read_text().splitlines())
+        partial = [json.loads(line) for line in (manifests / "soak.jsonl.partial").read_text().splitlines()]
+        interrupted = len(partial)
+        gateway = GatewayProcess(env, work / "logs").start()
+        extra = [e["normalized"] for e in partial[: max(6, jobs // 10)]]  # the book's sentences, as another client
+        texts = _gateway_jobs(gateway, extra)
         worker = WorkerProcess(env, work / "logs").start()
         resumed = cli(env, "resume", "soak", "--max-queued", str(jobs + 10), "--manifest-dir", str(manifests),
-                      timeout=600)
+                      timeout=600)  # while the worker runs: what it holds is on its way, not sent again
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         entries = [json.loads(line) for line in (manifests / "soak.jsonl").read_text().splitlines()]
-        gateway = GatewayProcess(env, work / "logs").start()
-        texts = {e["key"]: e["normalized"] for e in entries}
-        extra = [e["normalized"] for e in entries[: max(6, jobs // 10)]]  # the book's sentences, as another client
-        texts.update(_gateway_jobs(gateway, extra))
+        texts.update({e["key"]: e["normalized"] for e in entries})
         wanted = set(texts)
 
         def stored() -> int:  # segment WAVs and gateway jobs (the manifest and the book record sit beside them)
@@ -162,8 +166,8 @@ def run_soak(jobs: int, work: Path, weights: Path, quijote: Path, ref_wav_path: 
                 raise AssertionError(f"the worker exited by itself ({worker.process.returncode}):\n"
                                      f"{worker.log()[-4000:]}")
             kills = engine_kills + worker_kills
-            if time.monotonic() < next_kill or stored() >= 0.9 * len(wanted) or kills == max_kills:
-                continue  # between kills, or the tail: let it finish undisturbed
+            if time.monotonic() < next_kill or kills == max_kills or (kills >= 2 and stored() >= 0.9 * len(wanted)):
+                continue  # between kills, or the tail: let it finish undisturbed (after one kill of each kind)
             # the second kill takes the whole worker down (so even a short run has both kinds), later ones at random
             if kills == 1 or (kills > 1 and rng.random() < worker_kill_share):  # its messages come back after the
                 # visibility timeout

@@ -9,8 +9,11 @@ sampling group each, within the frame budget) and the scheduler picks one:
   gathers for the next pass), when its oldest chunk has waited ``max_wait_s`` (the bound while more is on its way), or
   when it holds a job that must run alone;
 - among ready passes, the most urgent wins: the lowest priority number (as Redis orders them), raised by one step for
-  every ``age_step_s`` a chunk has waited, so that a book is never starved by a stream of interactive requests; then
-  the oldest;
+  every ``age_step_s`` a chunk has waited, so that a book is never starved by a stream of gateway jobs; then the
+  oldest. Ageing stops short of interactive work (priority 0): a worker holds a whole book's backlog at once, and
+  once all of it had aged past a new ``/tts`` request, that request waited for the entire backlog (196 s in
+  bench/bench_interactive.py). Books still move while interactive work flows: an interactive pass takes the book's
+  chunks of its length bucket along;
 - while interactive work (priority 0) has been seen in the last ``interactive_window_s``, other passes are cut to what
   the measured pass cost says fits in ``interactive_target_s``: a request that arrives then waits at most about that
   long for the pass in flight;
@@ -200,8 +203,12 @@ class PassScheduler:
         return Pass(best, tuple(entries))
 
     def _urgency(self, ticket: Ticket, now: float) -> float:
-        """Priority, better by one step for every ``age_step_s`` waited (ageing: nothing waits forever)."""
-        return ticket.priority - (now - ticket.submitted) / self.age_step_s
+        """Priority, better by one step for every ``age_step_s`` waited (ageing: nothing waits forever), but never as
+        urgent as interactive work unless it is interactive."""
+        aged = ticket.priority - (now - ticket.submitted) / self.age_step_s
+        if ticket.priority <= INTERACTIVE_PRIORITY:
+            return aged
+        return max(aged, INTERACTIVE_PRIORITY + 0.5)
 
     def _bounded(self, plan: BatchPlan[Hashable], now: float) -> BatchPlan[Hashable]:
         """A non-interactive pass, cut to fit the interactive target while interactive work is about."""
