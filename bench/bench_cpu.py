@@ -3,8 +3,8 @@ same sentences and random mid-size weights), and the default worker against ``--
 (concurrent singles, the same code, the same jobs).
 
 Part A runs each contender as its own process, alternately, ``--rounds`` times: upstream one item at a time (its text
-chunking, then ``infer_batch_process``, as ``infer_process`` runs it); ``f5-batch synth`` with its CPU default (one row
-per pass) and with rows batched (``F5_CPU_ROWS_PER_PASS``) so the choice of default is measured, not assumed. Part B
+chunking, then ``infer_batch_process``, as ``infer_process`` runs it); ``f5-batch synth`` with one row per pass and
+with 8 (``--batch-size``, which synth also uses on a CPU), so the choice is measured, not assumed. Part B
 runs a real worker both ways against a private Redis and a local folder, with the tiny random model. Writes
 ``bench/results/cpu.json``.
 
@@ -53,14 +53,12 @@ print(json.dumps({"audio_s": produced, "wall_s": time.perf_counter() - start}))
 '''
 
 
-def _ours(model: dict, ref: Path, sentences: Path, out: Path, nfe: int, rows: int | None) -> dict:
+def _ours(model: dict, ref: Path, sentences: Path, out: Path, nfe: int, rows: int) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if rows is not None:
-        env["F5_CPU_ROWS_PER_PASS"] = str(rows)
     command = [str(Path(sys.executable).with_name("f5-batch")), "synth", "--text-file", str(sentences),
                "--ref-audio", str(ref), "--ref-text", REF_TEXT, "-o", str(out), "--model", model["model"], "--ckpt",
-               model["ckpt_file"], "--vocoder", model["vocoder_path"], "--nfe-step", str(nfe), "--batch-size", "8",
-               "--precision", "fp32", "--device", "cpu", "--no-compile"]
+               model["ckpt_file"], "--vocoder", model["vocoder_path"], "--nfe-step", str(nfe),
+               "--batch-size", str(rows), "--precision", "fp32", "--device", "cpu", "--no-compile"]
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
@@ -109,13 +107,12 @@ def part_a(args, work: Path) -> list[dict]:
     ref = Path(str(files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")))
     sentences = work / "sentences.txt"
     sentences.write_text("\n".join(quijote_segments(args.sentences)) + "\n", encoding="utf-8")
-    runs: dict[str, list[dict]] = {"upstream infer_batch_process": [], "f5-batch synth (CPU default: 1 row/pass)": [],
-                                   "f5-batch synth, 8 rows/pass": []}
+    runs: dict[str, list[dict]] = {"upstream infer_batch_process": [], "f5-batch synth --batch-size 1": [],
+                                   "f5-batch synth --batch-size 8": []}
     for _ in range(args.rounds):  # alternately, so that the machine's load falls on all of them alike
         runs["upstream infer_batch_process"].append(_upstream(model, ref, sentences, args.nfe))
-        runs["f5-batch synth (CPU default: 1 row/pass)"].append(_ours(model, ref, sentences, work / "a", args.nfe,
-                                                                        None))
-        runs["f5-batch synth, 8 rows/pass"].append(_ours(model, ref, sentences, work / "b", args.nfe, 8))
+        runs["f5-batch synth --batch-size 1"].append(_ours(model, ref, sentences, work / "a", args.nfe, 1))
+        runs["f5-batch synth --batch-size 8"].append(_ours(model, ref, sentences, work / "b", args.nfe, 8))
     upstream_wall = statistics.median(r["wall_s"] for r in runs["upstream infer_batch_process"])
     rows = []
     for name, results in runs.items():

@@ -63,6 +63,7 @@ def synth(text: str | None, text_file: Path | None, ref_audio: Path, ref_text: s
 
     settings = EngineSettings(model=model, ckpt_file=ckpt, vocab_file=vocab, vocoder_path=vocoder,
                               precision=precision, device=device, compile=compile_, max_batch=max(1, batch_size),
+                              cpu_rows_per_pass=max(1, batch_size),  # one process: its own rows side by side
                               warmup=False)
     try:
         engine = Engine.build(settings)
