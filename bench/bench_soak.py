@@ -2,7 +2,7 @@
 process (and now and then the whole worker) is SIGKILLed at random; every execution is counted from the S3 endpoint's
 request log (PUTs per key), so a job run twice shows. Writes bench/results/faults.json.
 
-    python bench/bench_soak.py --jobs 600
+    F5_CORPUS=path/to/don-quijote.es.txt python bench/bench_soak.py --jobs 600   # the shipped excerpt is too short
 """
 
 from __future__ import annotations

@@ -58,12 +58,15 @@ def dataset(quijote: Path, count: int, folder: Path) -> Path:
     """A dataset script (.jsonl) of real sentences from the Quijote."""
     text = quijote.read_text(encoding="utf-8-sig")
     body = text[text.index("Capítulo primero"):]
-    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.;:!?])\s+", body) if 20 <= len(s) <= 140]
+    sentences = list(dict.fromkeys(" ".join(s.split()) for s in re.split(r"(?<=[.;:!?])\s+", body)
+                                   if 20 <= len(s) <= 140))
+    if count > len(sentences):  # keys follow content: a repeated sentence would be one job, not two
+        raise ValueError(f"{quijote} holds {len(sentences)} distinct sentences, fewer than {count} jobs; point "
+                         "F5_CORPUS at the whole Quijote")
     path = folder / "soak.jsonl"
     with path.open("w", encoding="utf-8") as out:
         for index in range(count):
-            out.write(json.dumps({"id": f"utt-{index:05d}", "text": sentences[index % len(sentences)]},
-                                 ensure_ascii=False) + "\n")
+            out.write(json.dumps({"id": f"utt-{index:05d}", "text": sentences[index]}, ensure_ascii=False) + "\n")
     return path
 
 
