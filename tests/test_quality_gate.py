@@ -19,6 +19,10 @@ import pytest
 from tests.conftest import REF_TEXT, cli, own_queue, worker_env
 from tests.services import S3Server, WorkerProcess, wait_until
 
+# Its own name: quality records live in the session's Redis by book and segment key, and the review page test's
+# book (tests/test_review_page.py) speaks the same sentences, so the same name would share its records.
+BOOK = "gate-mice"
+
 pytestmark = pytest.mark.timeout(600)
 
 BOOK_TEXT = """The town mouse came to see him.
@@ -57,37 +61,37 @@ def test_a_noisy_book_gets_n_takes_per_segment_ends_needs_review_and_a_killed_qa
     qa_env = {**env, "F5_WORKER_ROLE": "qa"}
     qa = WorkerProcess(qa_env, service_dir / "logs", concurrency=2).start()
     try:
-        done = cli(env, "enqueue", str(corpus), "--book", "mice", "--voice", "narrator", "--lang", "en",
+        done = cli(env, "enqueue", str(corpus), "--book", BOOK, "--voice", "narrator", "--lang", "en",
                    "--batch-size", "1", "--nfe-step", "2", "--manifest-dir", str(manifests))
         assert done.returncode == 0, done.stderr
-        total = len((manifests / "mice.jsonl").read_text().splitlines())
+        total = len((manifests / f"{BOOK}.jsonl").read_text().splitlines())
         assert total == 3
         # the QA worker is killed once, mid-way through the checks, and started again
         wait_until(lambda: qa.log().count("f5tts.qa_check[") >= 2, 240, "a first check")
         qa.stop(signal.SIGKILL)
         qa = WorkerProcess(qa_env, service_dir / "logs", concurrency=2).start()
         try:
-            wait_until(lambda: _status(env, "mice", manifests)["qa"]["needs_review"] == total, 400,
+            wait_until(lambda: _status(env, BOOK, manifests)["qa"]["needs_review"] == total, 400,
                        "every segment to end needs_review")
         except TimeoutError as exc:  # say where things stand
             client = redis_server.client()
             waiting = {k.decode(): client.llen(k) for k in client.keys(f"{env['F5_QUEUE']}*")
                        if client.type(k) == b"list"}
-            records = [json.loads(client.get(k))["state"] for k in client.keys("f5tts:qa:mice:books*")]
+            records = [json.loads(client.get(k))["state"] for k in client.keys(f"f5tts:qa:{BOOK}:books*")]
             raise AssertionError(f"{exc}; queued {waiting}, unacked {client.hlen('unacked')}, states {records}, "
-                                 f"status {_status(env, 'mice', manifests)}") from None
+                                 f"status {_status(env, BOOK, manifests)}") from None
     finally:
         qa.stop()
         synthesis.stop()
-    review = json.loads(cli(env, "review", "mice", "--json", "--manifest-dir", str(manifests)).stdout)
+    review = json.loads(cli(env, "review", BOOK, "--json", "--manifest-dir", str(manifests)).stdout)
     assert review["counts"]["needs_review"] == total and len(review["flagged"]) == total
     puts = _puts((service_dir / "s3-quality" / f"moto-{s3.port}.log").read_text(errors="replace"), bucket)
     # a person listened to the first flagged segment and keeps it: it leaves the review list, with no new take
     first = review["flagged"][0]["id"]
-    accepted = cli(env, "accept", "mice", first, "--manifest-dir", str(manifests))
+    accepted = cli(env, "accept", BOOK, first, "--manifest-dir", str(manifests))
     assert accepted.returncode == 0, accepted.stderr
-    assert _status(env, "mice", manifests)["qa"] == {**review["counts"], "needs_review": total - 1, "accepted": 1}
-    refused = cli(env, "accept", "mice", "no-such-segment", "--manifest-dir", str(manifests))
+    assert _status(env, BOOK, manifests)["qa"] == {**review["counts"], "needs_review": total - 1, "accepted": 1}
+    refused = cli(env, "accept", BOOK, "no-such-segment", "--manifest-dir", str(manifests))
     assert refused.returncode != 0 and "no segment 'no-such-segment'" in refused.stderr
     s3.stop()
     for item in review["flagged"]:
