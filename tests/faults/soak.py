@@ -121,6 +121,14 @@ def _gateway_jobs(gateway: GatewayProcess, sentences: list[str]) -> dict[str, st
     return sent
 
 
+def _stored_keys(s3: S3Server, limit: int) -> set[str]:
+    """The book's segment WAVs and the gateway's jobs in storage (the manifest and book record sit beside them)."""
+    return {o["Key"][len(PREFIX) + 1:] for prefix in ("books/soak/", "api/soak/")
+            for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{prefix}",
+                                                 MaxKeys=limit).get("Contents", [])
+            if o["Key"].endswith(".wav")}
+
+
 def run_soak(jobs: int, work: Path, weights: Path, quijote: Path, ref_wav_path: Path, engine,
              kill_every_s: float = 8.0, seed: int = 7, timeout_s: float = 1800,
              worker_kill_share: float = 0.2, max_kills: int | None = None) -> SoakReport:
@@ -154,11 +162,8 @@ def run_soak(jobs: int, work: Path, weights: Path, quijote: Path, ref_wav_path: 
         texts.update({e["key"]: e["normalized"] for e in entries})
         wanted = set(texts)
 
-        def stored() -> int:  # segment WAVs and gateway jobs (the manifest and the book record sit beside them)
-            return sum(1 for prefix in ("books/soak/", "api/soak/")
-                       for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{prefix}",
-                                                            MaxKeys=2 * jobs + 10).get("Contents", [])
-                       if o["Key"].endswith(".wav"))
+        def stored() -> int:
+            return len(_stored_keys(s3, 2 * jobs + 10))
 
         deadline = time.monotonic() + timeout_s
         wait_until(lambda: stored() >= 1, 120, "the first segment")
@@ -185,10 +190,7 @@ def run_soak(jobs: int, work: Path, weights: Path, quijote: Path, ref_wav_path: 
         wait_until(lambda: stored() >= len(wanted), max(1.0, deadline - time.monotonic()), "every segment")
         logs.append(worker.log())
         puts = segment_puts((work / "s3" / f"moto-{s3.port}.log").read_text(errors="replace"))
-        keys = {o["Key"][len(PREFIX) + 1:] for prefix in ("books/soak/", "api/soak/")
-                for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{prefix}",
-                                                     MaxKeys=2 * jobs + 10).get("Contents", [])
-                if o["Key"].endswith(".wav")}
+        keys = _stored_keys(s3, 2 * jobs + 10)
         ref = ref_wav_path.read_bytes()
         corrupt = wrong = 0
         for key in keys:
