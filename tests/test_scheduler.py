@@ -183,3 +183,21 @@ def test_book_passes_shrink_to_the_interactive_target_while_interactive_work_is_
     assert bounded.plan.size == 2, "0.25 s at 0.1 s a row"
     clock.now += 31  # the interactive window has passed: full passes again
     assert scheduler.next_pass().plan.size == 14
+
+
+def test_an_interactive_pass_takes_along_only_the_book_rows_that_fit_the_target(clock):
+    scheduler = PassScheduler(PlannerConfig(frame_budget=64 * 1024, max_batch=64, frame_buckets=(512, 1024)), 0.0,
+                              clock, interactive_target_s=0.25)
+    for i in range(16):
+        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
+    first = scheduler.next_pass()
+    scheduler.observe(first, 1.6)  # 0.1 s per row at this length
+    scheduler.complete(first, ["w"] * 16, 1.6)
+    for i in range(100, 140):  # the book's backlog, in the same length bucket as the request
+        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
+    clock.now += 1
+    scheduler.add(_ticket(99, 900, clock=clock, priority=0))
+    interactive = scheduler.next_pass()
+    ids = [t.id for t in interactive.tickets]
+    assert 99 in ids and len(ids) == 2, f"the request and one book row (0.25 s at 0.1 s a row), not {len(ids)} rows"
+    assert scheduler.next_pass().plan.size == 2, "the book goes on in passes that fit the target"
