@@ -201,3 +201,17 @@ def test_an_interactive_pass_takes_along_only_the_book_rows_that_fit_the_target(
     ids = [t.id for t in interactive.tickets]
     assert 99 in ids and len(ids) == 2, f"the request and one book row (0.25 s at 0.1 s a row), not {len(ids)} rows"
     assert scheduler.next_pass().plan.size == 2, "the book goes on in passes that fit the target"
+
+
+def test_the_urgent_pass_holds_the_waiting_interactive_chunks_alone(clock):
+    scheduler = _scheduler(clock)
+    assert not scheduler.has_urgent() and scheduler.urgent_pass() is None
+    for i in range(6):
+        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
+    scheduler.add(_ticket(50, 400, 400, clock=clock, priority=0))  # a request of two chunks
+    scheduler.add(_ticket(51, 300, clock=clock, priority=0))
+    assert scheduler.has_urgent()
+    urgent = scheduler.urgent_pass()
+    assert {t.id for t in urgent.tickets} == {50, 51} and urgent.plan.size == 3, "every interactive chunk, no book"
+    assert scheduler.urgent_pass() is None and not scheduler.has_urgent()
+    assert len(scheduler) == 6, "the book's chunks stay in the pool"

@@ -162,7 +162,7 @@ def _track_chapter(outcome: JobOutcome, context: WorkerContext) -> None:
 
 def _succeeded(outcomes: list[JobOutcome], context: WorkerContext) -> None:
     stored = [o for o in outcomes if o.error is None and o.transient is None]
-    context.dead_letters.clear([o.identity for o in stored if o.identity])
+    context.background(context.dead_letters.clear, [o.identity for o in stored if o.identity])
     for outcome in stored:
         _track_chapter(outcome, context)
     _quality(stored, context)

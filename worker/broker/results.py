@@ -5,8 +5,10 @@ with ``OOM command not allowed`` until memory is freed. Celery retries result wr
 result write that raises inside a task's trace is an internal error: the message is acknowledged, and the job is gone.
 So:
 
-- the ``STARTED`` state, which only says that a job began, is written once; if Redis refuses it, the job runs anyway
-  (the worker's events still tell Flower);
+- the ``STARTED`` state, which only says that a job began, is written once, on a thread of its own, so that the job
+  does not wait for that round trip (a lone job did, about 1 ms); the task's next state waits for it, so it can never
+  land after, and overwrite, the final one. If Redis refuses it, the job runs anyway (the worker's events still tell
+  Flower);
 - every other state is retried with backoff (``result_backend_always_retry``) while Redis refuses it for memory, is
   loading its data, or is a replica in a failover, for up to ``result_backend_max_retries`` attempts. A job whose audio
   is stored is never thrown away for want of room for its result.
@@ -18,7 +20,9 @@ Selected by URL, as Celery's own aliases are: ``worker.broker.results:RedisBacke
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import states
 from celery.backends import redis as celery_redis
@@ -40,19 +44,39 @@ else:
 
 
 class _Patient(_RedisBackend):
+    #: Writes STARTED states, shared by the task threads (each of which has a backend instance of its own).
+    _noter: ClassVar[ThreadPoolExecutor | None] = None
+    _noter_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         if isinstance(exc, ResponseError) and str(exc).startswith(RETRIED_REPLIES):
             return True
         return super().exception_safe_to_retry(exc)
 
     def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
-        if state != states.STARTED:
-            return super().store_result(task_id, result, state, *args, **kwargs)
+        started: dict[str, Future[None]] = self.__dict__.setdefault("_started", {})
+        if state == states.STARTED:
+            noting = started[task_id] = self._noting().submit(self._note_started, task_id, result, args, kwargs)
+            # once written, nothing needs to wait for it (and a task that ends with no state stored leaves nothing)
+            noting.add_done_callback(lambda done: started.get(task_id) is done and started.pop(task_id, None))
+            return result
+        noted = started.pop(task_id, None)
+        if noted is not None:  # the STARTED write first, whatever became of it: never after this state
+            noted.exception()
+        return super().store_result(task_id, result, state, *args, **kwargs)
+
+    @classmethod
+    def _noting(cls) -> ThreadPoolExecutor:
+        with cls._noter_lock:
+            if cls._noter is None:
+                cls._noter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-started")
+            return cls._noter
+
+    def _note_started(self, task_id: str, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            return self._store_result(task_id, self.encode_result(result, state), state, *args, **kwargs)
+            self._store_result(task_id, self.encode_result(result, states.STARTED), states.STARTED, *args, **kwargs)
         except Exception as exc:  # advisory: the job must not fail because its start could not be noted
             log.warning("could not record that task %s started (%s); it runs anyway", task_id, exc)
-            return result
 
 
 class RedisBackend(_Patient, celery_redis.RedisBackend):

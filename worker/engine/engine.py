@@ -348,12 +348,16 @@ class Engine:
             log.warning("torch.compile built %d new graph(s) while serving: warm-up did not cover this path", new)
         return new
 
-    def finish(self, prepared: PreparedRequest, waves: Sequence[torch.Tensor], seconds: float) -> SynthesisOutput:
-        """A request's audio from its chunks' waveforms: upstream's cross-fade on the device, then to the host."""
+    def finish(self, prepared: PreparedRequest, waves: Sequence[torch.Tensor], seconds: float, *,
+               pcm16: bool = False) -> SynthesisOutput:
+        """A request's audio from its chunks' waveforms: upstream's cross-fade on the device, then to the host.
+        ``pcm16``: converted to 16-bit samples on the device first (exactly as ``worker.audio.to_pcm16``), so that
+        half the bytes cross to the host and nothing is left to convert there."""
         out = SynthesisOutput(seed=prepared.request.seed, sample_rate=self.sample_rate, error=prepared.error)
         if prepared.error is None:
             fade = int(CROSS_FADE_SECONDS * self.sample_rate)
-            out.waveform = cross_fade(list(waves), fade).float().cpu().numpy()
+            audio = cross_fade(list(waves), fade).float()
+            out.waveform = (pcm16_samples(audio) if pcm16 else audio).cpu().numpy()
             out.inference_s = seconds
             out.chunks = len(waves)
             out.precision = prepared.chunks[0].group[0]
@@ -375,6 +379,12 @@ class Engine:
                 seconds[key[0]] += result.seconds * chunks[key].frames / total
         return [self.finish(p, [waves[(i, k)] for k in range(len(p.chunks))], seconds[i])
                 for i, p in enumerate(prepared)]
+
+
+def pcm16_samples(audio: torch.Tensor) -> torch.Tensor:
+    """float32 audio as 16-bit samples, as libsndfile writes PCM_16: clipped to [-1, 1], times 32768, floored, clamped
+    (exact in float32: the scale is a power of two)."""
+    return torch.clamp(audio, -1.0, 1.0).mul_(32768.0).floor_().clamp_max_(32767.0).to(torch.int16)
 
 
 def cross_fade(waves: Sequence[torch.Tensor], samples: int) -> torch.Tensor:

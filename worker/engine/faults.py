@@ -50,7 +50,7 @@ def before_pass(texts: Iterable[str]) -> None:
 
 
 def before_finish(texts: Iterable[str]) -> None:
-    """Called by the send thread before it finishes a job's audio."""
+    """Called before a job's audio is finished (by the send thread; by the execute thread for a lone job)."""
     for kind, argument in _faults():
         if kind == "finish-oom-once":
             marker = Path(argument)

@@ -125,6 +125,8 @@ class Sampler:
         cfg = torch.tensor([row.cfg_strength for row in rows], device=device).view(-1, 1, 1)
         t = timesteps(spec.steps, spec.sway_sampling_coef, device)
         forward = self.compiled_forward if compiled and self.compiled_forward is not None else self.transformer
+        # a pass run between two steps of another (should_stop may run one) leaves the other's text cache as it was
+        outer = (self.transformer.text_cond, self.transformer.text_uncond)
         with autocast(spec.precision, device):
             self._cache_text(rows, length, spec.use_cfg)
             try:
@@ -135,6 +137,7 @@ class Sampler:
                     y = y + (t[step + 1] - t[step]) * velocity.float()
             finally:
                 self.transformer.clear_cache()
+                self.transformer.text_cond, self.transformer.text_uncond = outer
         in_reference = (positions < cond_lens.unsqueeze(1)).unsqueeze(-1)
         return torch.where(in_reference, cond, y)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ class WorkerContext:
     chapters: ChapterTracker
     health: Health
     takes: TakeRecords
+    #: Runs Redis bookkeeping that nobody waits for (lost-run counts, clearing dead letters) on one thread, in order:
+    #: a lone job's result does not wait for those round trips.
+    background: Callable[..., object] = lambda work, *args: work(*args)
 
 
 _context: WorkerContext | None = None
@@ -76,7 +80,8 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
 
     storage = by_url(settings.storage.storage_url, settings.storage)
     lost_runs = LostRuns.for_results(settings.broker)
-    ledger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-ledger")  # Redis off the engines' readers
+    # Redis bookkeeping off the engines' readers and off a job's way to its result, in the order it was asked for
+    ledger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-ledger")
 
     def lost(keys: list[str]) -> None:
         log.warning("job(s) %s were in the running pass of an engine process that died", ", ".join(keys)[:300])
@@ -90,10 +95,11 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
     engines.start(timeout_s=settings.broker.proc_alive_timeout)
     metrics.serve(settings.metrics.port, settings.metrics.addr)
     references = ReferenceStore(storage, settings.storage.voices_dir, settings.storage.max_reference_bytes)
-    runner = JobRunner(engines, storage, references, lost_runs, settings.broker.max_lost_runs)
+    runner = JobRunner(engines, storage, references, lost_runs, settings.broker.max_lost_runs,
+                       background=ledger.submit)
     return WorkerContext(settings, storage, engines, runner, DeadLetters.for_results(settings.broker),
                          ChapterTracker.for_results(settings.broker), Health(engines.ready_engines),
-                         TakeRecords.for_results(settings.broker))
+                         TakeRecords.for_results(settings.broker), background=ledger.submit)
 
 
 def set_context(context: WorkerContext | None) -> None:

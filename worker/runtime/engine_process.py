@@ -6,7 +6,8 @@ busy:
 
 - *prepare*: references, chunking and tokens for new requests (CPU work, beside the running pass);
 - *execute*: asks the scheduler for the next pass and runs it, back to back, while work is waiting;
-- *send*: finishes requests (cross-fade on the device, one copy to the host) and sends the results.
+- *send*: finishes requests (cross-fade on the device, one copy to the host) and sends the results, while the next
+  pass runs (a lone job, with no next pass, is finished and sent by *execute* itself).
 
 The time between one pass's end and the next one's start while work was waiting is measured and reported with each
 pass: it is what the GPU loses to everything that is not a pass.
@@ -37,7 +38,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from worker.audio import to_pcm16
 from worker.engine import faults
 from worker.errors import BadInputError, TransientError
 
@@ -146,6 +146,8 @@ class EngineServer:
         self._outbox: queue.Queue[Ticket | tuple[Any, ...]] = queue.Queue()  # results to send, or messages
         self._preparing = 0
         self._cancelled_early: set[int] = set()
+        self._nested = False  # an interactive pass is running between two steps of another (execute thread only)
+        self._nested_s = 0.0  # seconds spent in such passes: not the running pass's own time
         self.clips = ClipStore()
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -233,31 +235,62 @@ class EngineServer:
     def _execute_loop(self) -> None:
         last_end, waited = None, False
         while True:
-            chosen = self._next()
-            try:
-                self._execute(chosen, None if last_end is None or not waited else last_end)
-            except Exception as exc:  # outside the pass itself: its jobs fail (and are retried), the loop goes on
-                log.exception("handling a pass of %d rows failed", chosen.plan.size)
-                with self._cond:
-                    self.scheduler.abandon(chosen, TransientError(
-                        f"the engine failed around a pass: {type(exc).__name__}: {exc}"))
-                    self._cond.notify_all()
+            self._execute_guarded(self._next(), None if last_end is None or not waited else last_end)
             last_end, waited = time.monotonic(), self._work_waiting()
+
+    def _execute_guarded(self, chosen: Pass, idle_since: float | None) -> None:
+        try:
+            self._execute(chosen, idle_since)
+        except Exception as exc:  # outside the pass itself: its jobs fail (and are retried), the loop goes on
+            log.exception("handling a pass of %d rows failed", chosen.plan.size)
+            with self._cond:
+                self.scheduler.abandon(chosen, TransientError(
+                    f"the engine failed around a pass: {type(exc).__name__}: {exc}"))
+                self._cond.notify_all()
+
+    def _between_steps(self, chosen: Pass) -> Callable[[], bool]:
+        """What the sampler asks between two steps of ``chosen``: stop (every job in it was abandoned)? And, for a pass
+        without interactive work, interactive chunks that arrived meanwhile run first, in a pass of their own, right
+        there: a /tts request waits one step of the book's pass, not the whole pass, and the book's pass goes on where
+        it was. The nested pass runs on this thread, with the book's state kept by the sampler."""
+        from worker.runtime.scheduler import INTERACTIVE_PRIORITY, all_cancelled
+
+        cancelled = all_cancelled(chosen)
+        if self._nested or any(ticket.priority <= INTERACTIVE_PRIORITY for ticket in chosen.tickets):
+            return cancelled
+
+        def between_steps() -> bool:
+            if cancelled():
+                return True
+            if self.scheduler.has_urgent():
+                with self._cond:
+                    urgent = self.scheduler.urgent_pass()
+                if urgent is not None:
+                    self._nested, started = True, time.monotonic()
+                    try:
+                        self._execute_guarded(urgent, None)
+                    finally:
+                        self._nested, self._nested_s = False, self._nested_s + time.monotonic() - started
+            return False
+
+        return between_steps
 
     def _execute(self, chosen: Pass, idle_since: float | None) -> None:
         """Run one chosen pass and hand its outcome on. ``idle_since``: when the previous pass ended, if work was
         waiting then (the gap is the engine's idle time)."""
         from worker.engine.runtime import DeviceLostError
         from worker.engine.sampler import PassCancelled
-        from worker.runtime.scheduler import all_cancelled
 
         start = time.monotonic()
         idle = start - idle_since if idle_since is not None else 0.0
         tickets = [ticket.id for ticket in chosen.tickets]
         self.send(("started", tickets))  # before the pass: it may kill us
         result: PassResult | Exception
+        nested_before = self._nested_s
         try:
-            result = self.engine.run_pass(chosen.chunks, should_stop=all_cancelled(chosen))
+            result = self.engine.run_pass(chosen.chunks, should_stop=self._between_steps(chosen))
+            if self._nested_s > nested_before:  # its time, without the interactive passes run inside it
+                result = dataclasses.replace(result, seconds=max(1e-6, result.seconds - self._nested_s + nested_before))
         except DeviceLostError as exc:
             log.critical("the device is lost (%s); this engine process exits so that the worker starts a fresh one, "
                          "and the jobs it held go back to the worker to retry", exc)
@@ -280,7 +313,15 @@ class EngineServer:
         with self._cond:
             self.scheduler.complete(chosen, result.waves, result.seconds)
             self.scheduler.observe(chosen, result.seconds)
-            for ticket in self.scheduler.finished():  # results first: a lone job does not wait for the statistics
+            finished = self.scheduler.finished()
+            idle = len(self.scheduler) == 0 and self._preparing == 0
+        if idle and len(finished) == 1 and self._outbox.empty():
+            # a lone job with nothing else to run: this thread finishes and sends it, instead of waking the send
+            # thread for it (a thread hand-over a lone job waited for; the send thread is there to overlap
+            # finishing with the next pass, and there is none)
+            self._deliver(finished[0])
+        else:
+            for ticket in finished:  # results first: a lone job does not wait for the statistics
                 self._outbox.put(ticket)
         self._outbox.put(("pass", {
             "rows": chosen.plan.size, "padded_frames": result.padded_frames,
@@ -291,12 +332,14 @@ class EngineServer:
 
     def _send_loop(self) -> None:
         while True:
-            item = self._outbox.get()
-            message = item if isinstance(item, tuple) else self._result(item)
-            try:
-                self.send(message)
-            except (EOFError, OSError, BrokenPipeError):
-                os._exit(0)
+            self._deliver(self._outbox.get())
+
+    def _deliver(self, item: Ticket | tuple[Any, ...]) -> None:
+        message = item if isinstance(item, tuple) else self._result(item)
+        try:
+            self.send(message)
+        except (EOFError, OSError, BrokenPipeError):  # the worker is gone: nothing left to serve
+            os._exit(0)
 
     def _result(self, ticket: Ticket) -> tuple[Any, ...]:
         """The message that settles a ticket. Finishing its audio (the cross-fade on the device, the copy to the host)
@@ -310,7 +353,8 @@ class EngineServer:
             faults.before_finish(request.text for request in ticket.requests)
             started = time.monotonic()
             outputs = [self.engine.finish(prepared, [ticket.waves[(r, k)] for k in range(len(prepared.chunks))],
-                                          ticket.seconds[r]) for r, prepared in enumerate(ticket.prepared)]
+                                          ticket.seconds[r], pcm16=True)  # half the bytes over the pipe
+                       for r, prepared in enumerate(ticket.prepared)]
             finish_s = time.monotonic() - started
             log.debug("ticket %d: prepared in %.2f ms, waited %.2f ms, passes %.2f ms, queued to send %.2f ms, "
                       "finished in %.2f ms", ticket.id, 1000 * ((ticket.prepared_at or 0) - ticket.submitted),
@@ -318,8 +362,6 @@ class EngineServer:
                       1000 * ((ticket.done_at or 0) - (ticket.first_pass_at or 0)),
                       1000 * (started - (ticket.done_at or started)), 1000 * finish_s)
             for output in outputs:  # where this ticket's time went inside the engine process
-                if output.waveform is not None:  # 16-bit over the pipe: half the bytes, and what is stored anyway
-                    output.waveform = to_pcm16(output.waveform)
                 output.finish_s = finish_s / max(1, len(outputs))
                 output.prepare_s = (ticket.prepared_at or ticket.submitted) - ticket.submitted
                 output.wait_s = max(0.0, (ticket.first_pass_at or started) - (ticket.prepared_at or started))

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -146,8 +146,9 @@ class JobRunner:
     """Runs jobs on the worker's engines and one storage. One per worker process, shared by its task threads."""
 
     def __init__(self, engines: Engines, storage: Storage, references: ReferenceStore, lost_runs: LostRuns,
-                 max_lost_runs: int = 3) -> None:
+                 max_lost_runs: int = 3, background: Callable[..., object] = lambda work, *args: work(*args)) -> None:
         self.engines = engines
+        self.background = background  # bookkeeping the job's result need not wait for (a thread, in order)
         self.storage = storage
         self.references = references
         self.lost_runs = lost_runs
@@ -262,7 +263,8 @@ class JobRunner:
                                   check_s)
         except (BadInputError, TransientError) as exc:
             return self._failed(job, exc)
-        self.lost_runs.forget([job.identity()])
+        # after the pass's own 'ended' count on the same thread: nothing re-raises the count once it is cleared
+        self.background(self.lost_runs.forget, [job.identity()])
         return outcome
 
     def _already_stored(self, job: Job, clip: Reference, queue_s: float | None) -> JobOutcome | None:

@@ -17,6 +17,9 @@ sampling group each, within the frame budget) and the scheduler picks one:
 - while interactive work (priority 0) has been seen in the last ``interactive_window_s``, passes are cut to what the
   measured pass cost says fits in ``interactive_target_s``: a request that arrives then waits at most about that long
   for the pass in flight, and its own pass is its rows plus what of the book fits beside them;
+- a pass cannot be cut below one row, and one row of a book can take longer than the target (about a second on a
+  CPU): so the engine also asks, between every two sampling steps of a running pass, for an ``urgent_pass`` of the
+  interactive chunks alone, runs it there and then, and goes on with the book's pass where it was (no work lost);
 - when none is ready, the engine waits until the first one will be, or until new work arrives.
 
 With a deep queue the pool always holds more than a pass, so passes leave full, whatever the jobs' lengths or how they
@@ -136,6 +139,7 @@ class PassScheduler:
         self.age_step_s = age_step_s
         self.cost = PassCost()
         self._last_interactive: float | None = None
+        self._urgent: set[int] = set()  # interactive tickets that may have chunks in the pool
         self._pool: dict[Hashable, tuple[Ticket, int, int, Any]] = {}
         self.tickets: dict[int, Ticket] = {}
 
@@ -149,6 +153,7 @@ class PassScheduler:
         self.tickets[ticket.id] = ticket
         if ticket.priority <= INTERACTIVE_PRIORITY:
             self._last_interactive = self.clock()
+            self._urgent.add(ticket.id)
         for r, prepared in enumerate(ticket.prepared):
             for k, chunk in enumerate(prepared.chunks):
                 self._pool[(ticket.id, r, k)] = (ticket, r, k, chunk)
@@ -193,14 +198,39 @@ class PassScheduler:
                 best, best_key = plan, key
         if best is None:
             return max(wait or 0.0, 0.0)
-        best = self._bounded(best, now)
+        return self._take(self._bounded(best, now), now)
+
+    def _take(self, plan: BatchPlan[Hashable], now: float) -> Pass:
+        """The plan's chunks leave the pool as a pass that starts now."""
         entries = []
-        for item in best.items:
+        for item in plan.items:
             ticket, r, k, _ = self._pool.pop(item.id)
             entries.append((ticket, r, k))
             if ticket.first_pass_at is None:
                 ticket.first_pass_at = now
-        return Pass(best, tuple(entries))
+        return Pass(plan, tuple(entries))
+
+    def has_urgent(self) -> bool:
+        """Whether interactive chunks may be waiting (cheap: asked between every two steps of a running pass)."""
+        return bool(self._urgent)
+
+    def urgent_pass(self) -> Pass | None:
+        """The waiting interactive chunks (of one length bucket and sampling group, oldest first) as a pass of their
+        own, to run between two steps of a running book pass: a request then waits one sampling step, not the rest of
+        a pass that may hold a row longer than the interactive target (one row of a book takes about a second on a
+        CPU). None when no interactive chunk waits."""
+        if not self._urgent:
+            return None
+        items = [PlanItem(key, chunk.frames, self._group(ticket, chunk))
+                 for key, (ticket, _, _, chunk) in self._pool.items() if ticket.id in self._urgent]
+        if not items:
+            self._urgent.clear()
+            return None
+        plan = min(plan_batches(items, self.planner),
+                   key=lambda p: min(self._pool[item.id][0].submitted for item in p.items))
+        chosen = self._take(plan, self.clock())
+        self._urgent = {self._pool[item.id][0].id for item in items if item.id in self._pool}
+        return chosen
 
     def _urgency(self, ticket: Ticket, now: float) -> float:
         """Priority, better by one step for every ``age_step_s`` waited (ageing: nothing waits forever), but never as
@@ -225,7 +255,7 @@ class PassScheduler:
         if not urgent:
             return BatchPlan(plan.items[:rows], plan.frames, plan.group)
         others = [item for item in plan.items if self._pool[item.id][0].priority > INTERACTIVE_PRIORITY]
-        return BatchPlan(urgent + others[: max(0, rows - len(urgent))], plan.frames, plan.group)
+        return BatchPlan((*urgent, *others[: max(0, rows - len(urgent))]), plan.frames, plan.group)
 
     def observe(self, chosen: Pass, seconds: float) -> None:
         """A pass ran in ``seconds``: the cost model learns from it."""
