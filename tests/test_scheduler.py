@@ -215,3 +215,21 @@ def test_the_urgent_pass_holds_the_waiting_interactive_chunks_alone(clock):
     assert {t.id for t in urgent.tickets} == {50, 51} and urgent.plan.size == 3, "every interactive chunk, no book"
     assert scheduler.urgent_pass() is None and not scheduler.has_urgent()
     assert len(scheduler) == 6, "the book's chunks stay in the pool"
+
+
+def test_only_a_pass_that_may_outlast_the_target_is_interrupted(clock):
+    scheduler = PassScheduler(PlannerConfig(frame_budget=64 * 1024, max_batch=64, frame_buckets=(512, 1024)), 0.0,
+                              clock, interactive_target_s=0.25)
+    for i in range(4):
+        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
+    unmeasured = scheduler.next_pass()
+    assert scheduler.may_interrupt(unmeasured), "no cost known yet: it may be long"
+    scheduler.observe(unmeasured, 0.4)  # 0.1 s per row
+    for i in range(10, 12):
+        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
+    assert not scheduler.may_interrupt(scheduler.next_pass()), "0.2 s: within the target, waited for"
+    scheduler.add(_ticket(20, 900, clock=clock, priority=0))
+    assert not scheduler.may_interrupt(scheduler.next_pass()), "interactive work itself is never interrupted"
+    off = PassScheduler(PlannerConfig(frame_budget=64 * 1024, max_batch=64), 0.0, clock)
+    off.add(_ticket(30, 900, clock=clock, priority=6))
+    assert not off.may_interrupt(off.next_pass()), "F5_INTERACTIVE_TARGET_MS=0: never"

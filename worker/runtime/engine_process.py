@@ -4,7 +4,8 @@ The worker process (Celery, threads pool, no torch) does all the I/O: message ha
 encoding. It hands requests to this process over a pipe and gets waveforms back. Here three threads keep the device
 busy:
 
-- *prepare*: references, chunking and tokens for new requests (CPU work, beside the running pass);
+- *prepare*: references, chunking and tokens for new requests (CPU work, beside the running pass; a lone request
+  is prepared by the thread that reads the pipe, without a hand-over);
 - *execute*: asks the scheduler for the next pass and runs it, back to back, while work is waiting;
 - *send*: finishes requests (cross-fade on the device, one copy to the host) and sends the results, while the next
   pass runs (a lone job, with no next pass, is finished and sent by *execute* itself).
@@ -171,6 +172,10 @@ class EngineServer:
                            for ticket_id, requests, priority, alone in message[1]]
                 with self._cond:  # counted together: the scheduler waits for all of them before it starts a pass
                     self._preparing += len(tickets)
+                    lone = len(tickets) == 1 and self._preparing == 1
+                if lone:  # prepared here (a fraction of a millisecond), not handed over to the prepare thread
+                    self._prepare(tickets[0])
+                    continue
                 for ticket in tickets:
                     self._incoming.put(ticket)
             elif kind == "cancel":
@@ -195,26 +200,28 @@ class EngineServer:
 
     def _prepare_loop(self) -> None:
         while True:
-            ticket = self._incoming.get()
-            missing = False
-            try:
-                ticket.requests = [self._with_clip(request) for request in ticket.requests]
-                ticket.prepared = [self.engine.prepare(request) for request in ticket.requests]
-            except VoiceMissing:
-                missing = True
-            except Exception as exc:  # an engine fault, not bad input (that is kept per request)
-                log.exception("preparing a request failed")
-                ticket.error = TransientError(f"preparation failed: {type(exc).__name__}: {exc}")
-            with self._cond:
-                self._preparing -= 1
-                if not missing:
-                    if ticket.id in self._cancelled_early:
-                        self._cancelled_early.discard(ticket.id)
-                        ticket.cancelled = True
-                    self.scheduler.add(ticket)
-                self._cond.notify_all()
-            if missing:  # the worker sends the ticket again with its clips
-                self.send(("voice_missing", ticket.id))
+            self._prepare(self._incoming.get())
+
+    def _prepare(self, ticket: Ticket) -> None:
+        missing = False
+        try:
+            ticket.requests = [self._with_clip(request) for request in ticket.requests]
+            ticket.prepared = [self.engine.prepare(request) for request in ticket.requests]
+        except VoiceMissing:
+            missing = True
+        except Exception as exc:  # an engine fault, not bad input (that is kept per request)
+            log.exception("preparing a request failed")
+            ticket.error = TransientError(f"preparation failed: {type(exc).__name__}: {exc}")
+        with self._cond:
+            self._preparing -= 1
+            if not missing:
+                if ticket.id in self._cancelled_early:
+                    self._cancelled_early.discard(ticket.id)
+                    ticket.cancelled = True
+                self.scheduler.add(ticket)
+            self._cond.notify_all()
+        if missing:  # the worker sends the ticket again with its clips
+            self.send(("voice_missing", ticket.id))
 
     def _next(self) -> Pass:
         from worker.runtime.scheduler import Pass
@@ -253,10 +260,12 @@ class EngineServer:
         without interactive work, interactive chunks that arrived meanwhile run first, in a pass of their own, right
         there: a /tts request waits one step of the book's pass, not the whole pass, and the book's pass goes on where
         it was. The nested pass runs on this thread, with the book's state kept by the sampler."""
-        from worker.runtime.scheduler import INTERACTIVE_PRIORITY, all_cancelled
+        from worker.runtime.scheduler import all_cancelled
 
         cancelled = all_cancelled(chosen)
-        if self._nested or any(ticket.priority <= INTERACTIVE_PRIORITY for ticket in chosen.tickets):
+        with self._cond:
+            interruptible = not self._nested and self.scheduler.may_interrupt(chosen)
+        if not interruptible:
             return cancelled
 
         def between_steps() -> bool:

@@ -117,6 +117,11 @@ class PassCost:
         old = self._rate.get(key)
         self._rate[key] = rate if old is None else old + self.smoothing * (rate - old)
 
+    def seconds(self, plan: BatchPlan[Hashable]) -> float | None:
+        """What the plan is expected to take; None while no pass of its kind has been measured."""
+        rate = self._rate.get(self._key(plan))
+        return None if rate is None else rate * self.work(plan)
+
     def rows_within(self, plan: BatchPlan[Hashable], seconds: float) -> int | None:
         """How many of the plan's rows fit in ``seconds``; None while no pass of its kind has been measured."""
         rate = self._rate.get(self._key(plan))
@@ -209,6 +214,17 @@ class PassScheduler:
             if ticket.first_pass_at is None:
                 ticket.first_pass_at = now
         return Pass(plan, tuple(entries))
+
+    def may_interrupt(self, chosen: Pass) -> bool:
+        """Whether interactive work may run between the steps of this pass: the interactive target is on, the pass
+        holds no interactive work, and it may outlast the target (a pass cut to the target is simply waited for; on
+        a GPU, where the running pass fills its memory, that keeps nested passes to the cases that need them)."""
+        if self.interactive_target_s is None:
+            return False
+        if any(ticket.priority <= INTERACTIVE_PRIORITY for ticket in chosen.tickets):
+            return False
+        expected = self.cost.seconds(chosen.plan)
+        return expected is None or expected > self.interactive_target_s
 
     def has_urgent(self) -> bool:
         """Whether interactive chunks may be waiting (cheap: asked between every two steps of a running pass)."""
