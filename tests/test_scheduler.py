@@ -204,7 +204,8 @@ def test_an_interactive_pass_takes_along_only_the_book_rows_that_fit_the_target(
 
 
 def test_the_urgent_pass_holds_the_waiting_interactive_chunks_alone(clock):
-    scheduler = _scheduler(clock)
+    scheduler = PassScheduler(PlannerConfig(frame_budget=8 * 1024, max_batch=8, frame_buckets=(512, 1024)), 0.05,
+                              clock, interactive_target_s=0.25)
     assert not scheduler.has_urgent() and scheduler.urgent_pass() is None
     for i in range(6):
         scheduler.add(_ticket(i, 900, clock=clock, priority=6))
@@ -215,6 +216,8 @@ def test_the_urgent_pass_holds_the_waiting_interactive_chunks_alone(clock):
     assert {t.id for t in urgent.tickets} == {50, 51} and urgent.plan.size == 3, "every interactive chunk, no book"
     assert scheduler.urgent_pass() is None and not scheduler.has_urgent()
     assert len(scheduler) == 6, "the book's chunks stay in the pool"
+    scheduler.add(_ticket(52, 300, clock=clock, priority=0, alone=True))  # its last run died with its process
+    assert scheduler.urgent_pass() is None, "a job that must run alone never runs inside another pass"
 
 
 def test_only_a_pass_that_may_outlast_the_target_is_interrupted(clock):

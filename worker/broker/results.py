@@ -56,7 +56,12 @@ class _Patient(_RedisBackend):
     def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
         started: dict[str, Future[None]] = self.__dict__.setdefault("_started", {})
         if state == states.STARTED:
-            noting = started[task_id] = self._noting().submit(self._note_started, task_id, result, args, kwargs)
+            try:
+                noting = self._noting().submit(self._note_started, task_id, result, args, kwargs)
+            except RuntimeError:  # the interpreter is shutting down: written here, as Celery would
+                self._note_started(task_id, result, args, kwargs)
+                return result
+            started[task_id] = noting
             # once written, nothing needs to wait for it (and a task that ends with no state stored leaves nothing)
             noting.add_done_callback(lambda done: started.get(task_id) is done and started.pop(task_id, None))
             return result
@@ -69,7 +74,8 @@ class _Patient(_RedisBackend):
     def _noting(cls) -> ThreadPoolExecutor:
         with cls._noter_lock:
             if cls._noter is None:
-                cls._noter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-started")
+                # a few: one slow write must not hold every other task's final state behind it
+                cls._noter = ThreadPoolExecutor(max_workers=4, thread_name_prefix="f5-started")
             return cls._noter
 
     def _note_started(self, task_id: str, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

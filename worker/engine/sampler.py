@@ -131,7 +131,7 @@ class Sampler:
             self._cache_text(rows, length, spec.use_cfg)
             try:
                 for step in range(spec.steps):
-                    if should_stop is not None and should_stop():
+                    if should_stop is not None and _outside_autocast(should_stop, device):
                         raise PassCancelled(f"abandoned after {step} of {spec.steps} steps")
                     velocity = self._velocity(forward, y, cond, t[step], mask, cfg, spec.use_cfg)
                     y = y + (t[step + 1] - t[step]) * velocity.float()
@@ -152,3 +152,10 @@ class Sampler:
                 for i in range(batch)]
         spec = SamplingSpec(1, None, length, precision, use_cfg, compiled=True)
         self.sample(rows, spec)
+
+
+def _outside_autocast(should_stop: Callable[[], bool], device: torch.device) -> bool:
+    """``should_stop`` may run a pass of its own (interactive work between two steps): at its own precision, not
+    under this pass's autocast (a nested fp32 request, or the fp32 vocoder, would otherwise run in half precision)."""
+    with torch.autocast(device.type, enabled=False):
+        return should_stop()

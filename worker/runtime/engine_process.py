@@ -220,8 +220,9 @@ class EngineServer:
                     ticket.cancelled = True
                 self.scheduler.add(ticket)
             self._cond.notify_all()
-        if missing:  # the worker sends the ticket again with its clips
-            self.send(("voice_missing", ticket.id))
+        if missing:  # the worker sends the ticket again with its clips (through the send thread: the pipe's reader,
+            # which may call this, must never block on a write while the worker blocks writing to it)
+            self._outbox.put(("voice_missing", ticket.id))
 
     def _next(self) -> Pass:
         from worker.runtime.scheduler import Pass
@@ -272,8 +273,12 @@ class EngineServer:
             if cancelled():
                 return True
             if self.scheduler.has_urgent():
-                with self._cond:
-                    urgent = self.scheduler.urgent_pass()
+                try:
+                    with self._cond:
+                        urgent = self.scheduler.urgent_pass()
+                except Exception:  # never the running pass's failure: it goes on, and the request waits for it
+                    log.exception("choosing an interactive pass between two steps failed")
+                    return False
                 if urgent is not None:
                     self._nested, started = True, time.monotonic()
                     try:
@@ -323,8 +328,8 @@ class EngineServer:
             self.scheduler.complete(chosen, result.waves, result.seconds)
             self.scheduler.observe(chosen, result.seconds)
             finished = self.scheduler.finished()
-            idle = len(self.scheduler) == 0 and self._preparing == 0
-        if idle and len(finished) == 1 and self._outbox.empty():
+            drained = len(self.scheduler) == 0 and self._preparing == 0
+        if drained and len(finished) == 1 and self._outbox.empty():
             # a lone job with nothing else to run: this thread finishes and sends it, instead of waking the send
             # thread for it (a thread hand-over a lone job waited for; the send thread is there to overlap
             # finishing with the next pass, and there is none)

@@ -173,7 +173,7 @@ class EngineProcess:
             pending = self.pending.pop(message[1], None)
         if pending is None:
             return
-        if pending.in_pass:  # its pass's end was not reported (cannot happen in order; never leave a count raised)
+        if pending.in_pass:  # settled before its pass's end (cancelled, and settled by a pass run inside its own)
             self.host.on_pass_ended(pending.keys)
         kind = message[0]
         if kind == "done":

@@ -18,8 +18,9 @@ sampling group each, within the frame budget) and the scheduler picks one:
   measured pass cost says fits in ``interactive_target_s``: a request that arrives then waits at most about that long
   for the pass in flight, and its own pass is its rows plus what of the book fits beside them;
 - a pass cannot be cut below one row, and one row of a book can take longer than the target (about a second on a
-  CPU): so the engine also asks, between every two sampling steps of a running pass, for an ``urgent_pass`` of the
-  interactive chunks alone, runs it there and then, and goes on with the book's pass where it was (no work lost);
+  CPU): so between every two sampling steps of a pass that may outlast the target (``may_interrupt``), the engine asks
+  for an ``urgent_pass`` of the waiting interactive chunks alone, runs it there and then, and goes on with the book's
+  pass where it was (no work lost). Jobs that must run alone take part in neither;
 - when none is ready, the engine waits until the first one will be, or until new work arrives.
 
 With a deep queue the pool always holds more than a pass, so passes leave full, whatever the jobs' lengths or how they
@@ -131,7 +132,7 @@ class PassCost:
 
 
 class PassScheduler:
-    """Not thread-safe: the engine process calls it under one lock."""
+    """Not thread-safe: the engine process calls it under one lock (``has_urgent`` alone is read without it)."""
 
     def __init__(self, planner: PlannerConfig, max_wait_s: float, clock: Callable[[], float] = time.monotonic,
                  interactive_target_s: float | None = None, interactive_window_s: float = 30.0,
@@ -158,7 +159,8 @@ class PassScheduler:
         self.tickets[ticket.id] = ticket
         if ticket.priority <= INTERACTIVE_PRIORITY:
             self._last_interactive = self.clock()
-            self._urgent.add(ticket.id)
+            if self.interactive_target_s is not None and not ticket.alone:
+                self._urgent.add(ticket.id)
         for r, prepared in enumerate(ticket.prepared):
             for k, chunk in enumerate(prepared.chunks):
                 self._pool[(ticket.id, r, k)] = (ticket, r, k, chunk)
@@ -175,6 +177,7 @@ class PassScheduler:
         out = [t for t in self.tickets.values() if t.done or t.cancelled]
         for ticket in out:
             del self.tickets[ticket.id]
+            self._urgent.discard(ticket.id)
         return out
 
     def _group(self, ticket: Ticket, chunk: Any) -> Hashable:
@@ -221,8 +224,8 @@ class PassScheduler:
         a GPU, where the running pass fills its memory, that keeps nested passes to the cases that need them)."""
         if self.interactive_target_s is None:
             return False
-        if any(ticket.priority <= INTERACTIVE_PRIORITY for ticket in chosen.tickets):
-            return False
+        if any(ticket.priority <= INTERACTIVE_PRIORITY or ticket.alone for ticket in chosen.tickets):
+            return False  # interactive work already, or a job that must run alone (nothing may share its process time)
         expected = self.cost.seconds(chosen.plan)
         return expected is None or expected > self.interactive_target_s
 
@@ -238,7 +241,7 @@ class PassScheduler:
         if not self._urgent:
             return None
         items = [PlanItem(key, chunk.frames, self._group(ticket, chunk))
-                 for key, (ticket, _, _, chunk) in self._pool.items() if ticket.id in self._urgent]
+                 for key, (ticket, _, _, chunk) in self._pool.items() if ticket.id in self._urgent and not ticket.alone]
         if not items:
             self._urgent.clear()
             return None
