@@ -38,7 +38,10 @@ def resend_missing(app: Any, queue: str, max_queued: int, record: BookRecord, fi
                    storage: Storage, entries: list[ManifestEntry], only: set[str] | None = None) -> int:
     """Send one ``f5tts.synthesize`` job for each segment that nothing can produce any more (``only``: among these
     ids), under a fresh task id, and point the manifest at it. Returns how many segments were sent."""
-    present = stored_keys(storage, record.prefix, record.book) | broker_inventory(app, queue).keys
+    # The broker first, then storage: a message that finishes between the two reads is stored by the second (read the
+    # other way round, it was in neither, and was sent again)
+    in_broker = broker_inventory(app, queue).keys
+    present = in_broker | stored_keys(storage, record.prefix, record.book)
     jobs = BookJobs(record, book_cast(record, storage))
     sent: dict[str, str] = {}  # key -> task id (a key a book uses twice is sent once)
     with Publisher(app, queue, max_queued, record.priority) as publisher:
