@@ -165,15 +165,21 @@ def test_waiting_books_age_before_newer_jobs_but_never_before_interactive_work(c
     assert 3 in {t.id for t in scheduler.next_pass().tickets}
 
 
-def test_book_passes_shrink_to_the_interactive_target_while_interactive_work_is_about(clock):
+def _interactive_scheduler(clock) -> PassScheduler:
+    """A 250 ms interactive target, and one full book pass run, which measured 0.1 s per row of 900 frames."""
     scheduler = PassScheduler(PlannerConfig(frame_budget=64 * 1024, max_batch=64, frame_buckets=(512, 1024)), 0.0,
                               clock, interactive_target_s=0.25)
     for i in range(16):
         scheduler.add(_ticket(i, 900, clock=clock, priority=6))
     first = scheduler.next_pass()
     assert first.plan.size == 16, "no interactive work seen yet: a full pass"
-    scheduler.observe(first, 1.6)  # 0.1 s per row at this length
+    scheduler.observe(first, 1.6)
     scheduler.complete(first, ["w"] * 16, 1.6)
+    return scheduler
+
+
+def test_book_passes_shrink_to_the_interactive_target_while_interactive_work_is_about(clock):
+    scheduler = _interactive_scheduler(clock)
     scheduler.add(_ticket(99, 900, clock=clock, priority=0))
     interactive = scheduler.next_pass()
     assert [t.id for t in interactive.tickets] == [99]
@@ -186,13 +192,7 @@ def test_book_passes_shrink_to_the_interactive_target_while_interactive_work_is_
 
 
 def test_an_interactive_pass_takes_along_only_the_book_rows_that_fit_the_target(clock):
-    scheduler = PassScheduler(PlannerConfig(frame_budget=64 * 1024, max_batch=64, frame_buckets=(512, 1024)), 0.0,
-                              clock, interactive_target_s=0.25)
-    for i in range(16):
-        scheduler.add(_ticket(i, 900, clock=clock, priority=6))
-    first = scheduler.next_pass()
-    scheduler.observe(first, 1.6)  # 0.1 s per row at this length
-    scheduler.complete(first, ["w"] * 16, 1.6)
+    scheduler = _interactive_scheduler(clock)
     for i in range(100, 140):  # the book's backlog, in the same length bucket as the request
         scheduler.add(_ticket(i, 900, clock=clock, priority=6))
     clock.now += 1
@@ -222,7 +222,7 @@ def test_the_urgent_pass_holds_the_waiting_interactive_chunks_alone(clock):
 
 def test_only_a_pass_that_may_outlast_the_target_is_interrupted(clock):
     scheduler = PassScheduler(PlannerConfig(frame_budget=64 * 1024, max_batch=64, frame_buckets=(512, 1024)), 0.0,
-                              clock, interactive_target_s=0.25)
+                              clock, interactive_target_s=0.25)  # nothing measured yet
     for i in range(4):
         scheduler.add(_ticket(i, 900, clock=clock, priority=6))
     unmeasured = scheduler.next_pass()
