@@ -135,8 +135,7 @@ class Sampler:
                         raise PassCancelled(f"abandoned after {step} of {spec.steps} steps")
                     velocity = self._velocity(forward, y, cond, t[step], mask, cfg, spec.use_cfg)
                     y = y + (t[step + 1] - t[step]) * velocity.float()
-            finally:
-                self.transformer.clear_cache()
+            finally:  # cleared, or the outer pass's again
                 self.transformer.text_cond, self.transformer.text_uncond = outer
         in_reference = (positions < cond_lens.unsqueeze(1)).unsqueeze(-1)
         return torch.where(in_reference, cond, y)

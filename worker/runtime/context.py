@@ -20,7 +20,7 @@ from worker.runtime.gpus import visible_gpus
 from worker.runtime.health import Health
 from worker.runtime.host import EngineHost
 from worker.runtime.references import ReferenceStore
-from worker.runtime.runner import JobRunner
+from worker.runtime.runner import JobRunner, run_now
 from worker.runtime.takes import TakeRecords
 from worker.settings import Settings
 from worker.storage import Storage, by_url
@@ -40,7 +40,7 @@ class WorkerContext:
     takes: TakeRecords
     #: Runs Redis bookkeeping that nobody waits for (lost-run counts, clearing dead letters) on one thread, in order:
     #: a lone job's result does not wait for those round trips.
-    background: Callable[..., object] = lambda work, *args: work(*args)
+    background: Callable[..., object] = run_now
 
 
 _context: WorkerContext | None = None

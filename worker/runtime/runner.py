@@ -77,6 +77,11 @@ class Engines(Protocol):
                   hard_timeout_s: float | None) -> list[list[SynthesisOutput] | BaseException]: ...
 
 
+def run_now(work: Callable[..., object], *args: Any) -> object:
+    """Bookkeeping run at once, where no background thread is given."""
+    return work(*args)
+
+
 def parse_job(payload: object) -> Job:
     """Validate a payload against the contract; every problem becomes one clear :class:`BadInputError`."""
     if not isinstance(payload, dict):
@@ -146,9 +151,10 @@ class JobRunner:
     """Runs jobs on the worker's engines and one storage. One per worker process, shared by its task threads."""
 
     def __init__(self, engines: Engines, storage: Storage, references: ReferenceStore, lost_runs: LostRuns,
-                 max_lost_runs: int = 3, background: Callable[..., object] = lambda work, *args: work(*args)) -> None:
+                 max_lost_runs: int = 3, background: Callable[..., object] | None = None) -> None:
         self.engines = engines
-        self.background = background  # bookkeeping the job's result need not wait for (a thread, in order)
+        # bookkeeping the job's result need not wait for (a thread, in order); run at once without one
+        self.background = background or run_now
         self.storage = storage
         self.references = references
         self.lost_runs = lost_runs

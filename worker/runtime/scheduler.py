@@ -271,8 +271,6 @@ class PassScheduler:
         if rows is None or rows >= plan.size:
             return plan
         urgent = [item for item in plan.items if self._pool[item.id][0].priority <= INTERACTIVE_PRIORITY]
-        if not urgent:
-            return BatchPlan(plan.items[:rows], plan.frames, plan.group)
         others = [item for item in plan.items if self._pool[item.id][0].priority > INTERACTIVE_PRIORITY]
         return BatchPlan((*urgent, *others[: max(0, rows - len(urgent))]), plan.frames, plan.group)
 
