@@ -147,3 +147,35 @@ def test_renewing_held_messages_while_a_fetch_is_in_flight_leaves_the_fetch_its_
         assert sorted(body["n"] for body, _ in got) == [0, 1]
     finally:
         conn.release()
+
+
+def test_a_full_redis_still_hands_messages_out_atomically(redis, caplog):
+    """At ``maxmemory`` under ``noeviction`` Redis still runs the fetch script (moving a message frees about as much as
+    its record takes): the message is handed out and recorded, and the channel does not fall back to BRPOP, although
+    redis-py's words for a full Redis ("command not allowed when used memory > 'maxmemory'") are also a server's
+    without scripting."""
+    queue = Queue("jobs")
+    publish(redis.url, queue, [({"n": 1}, 0)])
+    client = redis.client()
+    conn = Connection(redis.url, transport=TRANSPORT, transport_options=OPTIONS)
+    got: list = []
+    consumer = conn.Consumer(queue, callbacks=[lambda body, message: got.append((body, message))], accept=["json"])
+    consumer.qos(prefetch_count=1)
+    for index in range(16):  # full before the consumer asks for anything
+        client.set(f"filler:{index}", b"x" * 65536)
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 512 * 1024)
+    caplog.set_level(logging.WARNING, logger="worker.broker.fetch")
+    try:
+        consumer.consume()
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)
+        assert [body for body, _ in got] == [{"n": 1}]
+        assert client.hlen("unacked") == 1 and queued(client, "jobs") == 0
+        assert "refused the atomic fetch" not in caplog.text
+        client.delete(*[f"filler:{index}" for index in range(16)])  # an acknowledgement is a transaction: refused
+        client.config_set("maxmemory", 0)
+        got[0][1].ack()
+    finally:
+        conn.release()

@@ -15,6 +15,7 @@ Why each delivery setting is what it is (see also the design notes):
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
@@ -150,6 +151,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings) -> Celery:
     celery = Celery("f5batch", set_as_current=True)
     celery.config_from_object(celery_config(settings))
+    # Celery's command line copies RESULT_BACKEND (its ``--result-backend`` option's variable) to
+    # CELERY_RESULT_BACKEND, and that variable outranks the configured ``result_backend``: a worker started the
+    # documented way got Celery's plain Redis backend, which loses a finished job's result when Redis refuses the
+    # write for memory. The backend class is pinned here (Celery's ``backend_cls`` outranks both), with the URL that
+    # command line chose.
+    celery.backend_cls = result_backend_url(os.environ.get("CELERY_RESULT_BACKEND")
+                                            or settings.broker.resolved_result_backend)
     return celery
 
 

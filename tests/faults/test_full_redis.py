@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 import pytest
 
@@ -106,4 +107,34 @@ def test_a_retry_that_a_full_redis_refuses_is_not_lost(prepared_random_weights, 
         if s3 is not None:
             s3.stop()
         hanging.close()
+        redis.stop()
+
+
+def test_a_result_that_a_full_redis_refuses_arrives_once_it_has_room(prepared_random_weights, service_dir, tmp_path,
+                                                                      ref_wav_bytes):
+    """The job's audio is stored, then Redis refuses its result for memory: the worker (started the documented way,
+    RESULT_BACKEND in its environment, which Celery's command line copies over the configured backend) keeps trying,
+    and the result arrives once Redis has room. Celery's own Redis backend raises at once, and the result is lost."""
+    redis = RedisServer(service_dir / "redis-full-result").start()
+    store = tmp_path / "store"
+    (store / "voices").mkdir(parents=True)
+    (store / VOICE_KEY).write_bytes(ref_wav_bytes)
+    queue = own_queue("fullresult")
+    worker = WorkerProcess(worker_env(redis.url, f"file://{store}", prepared_random_weights, F5_QUEUE=queue),
+                           service_dir / "logs").start()
+    client = redis.client()
+    try:
+        text = " ".join(["Una frase larga que tarda en decirse, y que el modelo dice despacio."] * 4)
+        result = plain_celery(redis.url).send_task(
+            "f5tts.synthesize", queue=queue, kwargs={"job": {**job(text, "full/result.wav", nfe_step=32),
+                                                             "job_id": "full-result"}})
+        wait_until(lambda: f"[{result.id}] received" in worker.log(), 60, "the worker to take the job", interval=0.02)
+        written = _fill(client)  # while the job is still inferring
+        assert not (store / "full/result.wav").exists(), "the job ended before Redis was full; the test needs longer"
+        wait_until(lambda: (store / "full/result.wav").exists(), 120, "the job's audio to be stored")
+        time.sleep(1.5)  # its result is refused meanwhile
+        _free(client, written)
+        assert result.get(timeout=60)["key"] == "full/result.wav"
+    finally:
+        worker.stop()
         redis.stop()

@@ -47,6 +47,7 @@ from redis.client import PubSub
 from redis.exceptions import ResponseError
 
 from worker.broker.kombu_private import RedisChannel, RedisTransport
+from worker.broker.redis import passing_refusal
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,7 @@ SCRIPTS_REFUSED = ("unknown command", "NOPERM", "NOSCRIPT", "scripting", "script
 def refuses_scripts(exc: ResponseError) -> bool:
     """Only a server that cannot run scripts sends the channel to BRPOP; any other error is asked again later."""
     text = str(exc)
-    return not text.startswith(("OOM ", "LOADING ", "BUSY ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ")) and any(
-        marker.lower() in text.lower() for marker in SCRIPTS_REFUSED)
+    return not passing_refusal(exc) and any(marker.lower() in text.lower() for marker in SCRIPTS_REFUSED)
 
 
 #: Pub/sub channel a publisher wakes idle workers on, per queue (a channel, not a key: nothing is stored).

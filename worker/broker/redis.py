@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 
 SOCKET_TIMEOUT_S = 5
 
+#: Redis's answers that a moment later may be different: out of memory (``noeviction`` at ``maxmemory``), loading its
+#: data, a replica being promoted, a script running. redis-py raises most of them as classes of their own and strips
+#: the code from the message ("command not allowed when used memory > 'maxmemory'"), so both are checked.
+PASSING_REPLIES = ("OOM ", "LOADING ", "BUSY ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ")
+
+
+def passing_refusal(exc: BaseException) -> bool:
+    """Whether Redis refused a command for a while (retry later), rather than for good."""
+    from redis.exceptions import BusyLoadingError, MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
+
+    return isinstance(exc, (OutOfMemoryError, BusyLoadingError, ReadOnlyError, MasterDownError, TryAgainError)) \
+        or str(exc).startswith(PASSING_REPLIES)
+
 
 def as_text(value: bytes | str) -> str:
     """A Redis reply as text: bytes from the clients here, str from one that decodes responses."""

@@ -26,12 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import states
 from celery.backends import redis as celery_redis
-from redis.exceptions import ResponseError
+
+from worker.broker.redis import passing_refusal
 
 log = logging.getLogger(__name__)
-
-# Redis's answers that a moment later may be different: out of memory, loading its data, a replica being promoted.
-RETRIED_REPLIES = ("OOM ", "LOADING ", "READONLY ", "MASTERDOWN ", "BUSY ", "TRYAGAIN ")
 
 
 if TYPE_CHECKING:
@@ -49,7 +47,7 @@ class _Patient(_RedisBackend):
     _noter_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def exception_safe_to_retry(self, exc: Exception) -> bool:
-        if isinstance(exc, ResponseError) and str(exc).startswith(RETRIED_REPLIES):
+        if passing_refusal(exc):
             return True
         return super().exception_safe_to_retry(exc)
 
