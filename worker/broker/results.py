@@ -5,10 +5,11 @@ with ``OOM command not allowed`` until memory is freed. Celery retries result wr
 result write that raises inside a task's trace is an internal error: the message is acknowledged, and the job is gone.
 So:
 
-- the ``STARTED`` state, which only says that a job began, is written once, on a thread of its own, so that the job
-  does not wait for that round trip (a lone job did, about 1 ms); the task's next state waits for it, so it can never
-  land after, and overwrite, the final one. If Redis refuses it, the job runs anyway (the worker's events still tell
-  Flower);
+- the ``STARTED`` state, which only says that a job began, is written once, on a thread of its own and a moment
+  after the job starts (``STARTED_AFTER_S``), so that the job's way to its engine competes with neither the round trip
+  nor its encoding; a job that ends sooner gets no STARTED at all. The task's next state waits for a write that has
+  begun, so it can never land after, and overwrite, the final one. If Redis refuses it, the job runs anyway (the
+  worker's events still tell Flower);
 - every other state is retried with backoff (``result_backend_always_retry``) while Redis refuses it for memory, is
   loading its data, or is a replica in a failover, for up to ``result_backend_max_retries`` attempts. A job whose audio
   is stored is never thrown away for want of room for its result.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import states
@@ -41,6 +43,18 @@ else:
     _RedisBackend = object  # at run time the backends below take Celery's from their other base
 
 
+#: A job's STARTED state is written this long after it starts, and only if it has not ended by then: the write (its
+#: encoding and a Redis round trip, on another thread of the same interpreter) never competes with the job's own way to
+#: its engine, and a job done sooner (a skip, a short request on a GPU) needs none: its final state says more.
+STARTED_AFTER_S = 0.02
+
+
+@dataclass
+class _Start:
+    ended: threading.Event  # set when the job's next state is written: a STARTED not yet written is not needed
+    writing: Future[None]
+
+
 class _Patient(_RedisBackend):
     #: Writes STARTED states, shared by the task threads (each of which has a backend instance of its own).
     _noter: ClassVar[ThreadPoolExecutor | None] = None
@@ -52,20 +66,23 @@ class _Patient(_RedisBackend):
         return super().exception_safe_to_retry(exc)
 
     def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
-        started: dict[str, Future[None]] = self.__dict__.setdefault("_started", {})
+        started: dict[str, _Start] = self.__dict__.setdefault("_started", {})
         if state == states.STARTED:
+            ended = threading.Event()
             try:
-                noting = self._noting().submit(self._note_started, task_id, result, args, kwargs)
+                writing = self._noting().submit(self._note_started, task_id, result, args, kwargs, ended)
             except RuntimeError:  # the interpreter is shutting down: written here, as Celery would
-                self._note_started(task_id, result, args, kwargs)
+                self._write_started(task_id, result, args, kwargs)
                 return result
-            started[task_id] = noting
+            start = started[task_id] = _Start(ended, writing)
             # once written, nothing needs to wait for it (and a task that ends with no state stored leaves nothing)
-            noting.add_done_callback(lambda done: started.get(task_id) is done and started.pop(task_id, None))
+            writing.add_done_callback(lambda _: started.get(task_id) is start and started.pop(task_id, None))
             return result
-        noted = started.pop(task_id, None)
-        if noted is not None:  # the STARTED write first, whatever became of it: never after this state
-            noted.exception()
+        start = started.pop(task_id, None)
+        if start is not None:  # the STARTED write first, if it began: never after this state
+            start.ended.set()
+            if not start.writing.cancel():
+                start.writing.exception()
         return super().store_result(task_id, result, state, *args, **kwargs)
 
     @classmethod
@@ -76,7 +93,12 @@ class _Patient(_RedisBackend):
                 cls._noter = ThreadPoolExecutor(max_workers=4, thread_name_prefix="f5-started")
             return cls._noter
 
-    def _note_started(self, task_id: str, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _note_started(self, task_id: str, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      ended: threading.Event) -> None:
+        if not ended.wait(STARTED_AFTER_S):
+            self._write_started(task_id, result, args, kwargs)
+
+    def _write_started(self, task_id: str, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
             self._store_result(task_id, self.encode_result(result, states.STARTED), states.STARTED, *args, **kwargs)
         except Exception as exc:  # advisory: the job must not fail because its start could not be noted

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from worker.runtime.chapters import ChapterTracker
 from worker.runtime.deadletter import DeadLetters
@@ -38,12 +40,32 @@ class WorkerContext:
     chapters: ChapterTracker
     health: Health
     takes: TakeRecords
-    #: Runs Redis bookkeeping that nobody waits for (lost-run counts, clearing dead letters) on one thread, in order:
-    #: a lone job's result does not wait for those round trips.
+    #: Runs Redis bookkeeping that nobody waits for and that only tidies up (a pass's end on the lost-run counts, a
+    #: stored job's counts and dead letters cleared) on one thread, in order, a moment later (``tidy_later``).
     background: Callable[..., object] = run_now
 
 
 _context: WorkerContext | None = None
+
+#: How long tidying bookkeeping waits before it runs: past a lone job's way from its pass to its result (a few ms),
+#: with which its round trips would otherwise compete for the interpreter.
+TIDY_AFTER_S = 0.02
+
+
+def tidy_later(thread: ThreadPoolExecutor, delay_s: float = TIDY_AFTER_S) -> Callable[..., object]:
+    """Submit work to ``thread`` to run no sooner than ``delay_s`` from now; in order, as the thread takes it. For
+    bookkeeping whose lateness costs nothing: a count lowered or cleared a moment later."""
+    def submit(work: Callable[..., object], *args: Any) -> object:
+        return thread.submit(_when_due, time.monotonic() + delay_s, work, *args)
+
+    return submit
+
+
+def _when_due(due: float, work: Callable[..., object], *args: Any) -> object:
+    pause = due - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)
+    return work(*args)
 
 
 def engine_devices(settings: Settings) -> list[str | None]:
@@ -80,8 +102,11 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
 
     storage = by_url(settings.storage.storage_url, settings.storage)
     lost_runs = LostRuns.for_results(settings.broker)
-    # Redis bookkeeping off the engines' readers and off a job's way to its result, in the order it was asked for
+    # Redis bookkeeping off the engines' readers and off a job's way to its result, in the order it was asked for: a
+    # pass's start at once (the next delivery of a job that killed its engine must find it counted), what only lowers
+    # or clears a count a moment later
     ledger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-ledger")
+    tidy = tidy_later(ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-tidy"))
 
     def lost(keys: list[str]) -> None:
         log.warning("job(s) %s were in the running pass of an engine process that died", ", ".join(keys)[:300])
@@ -90,16 +115,16 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
     engines = EngineHost(settings.engine, devices if devices is not None else engine_devices(settings),
                          max_wait_s=settings.engine.batch_wait_ms / 1000 if gather else 0.0,
                          on_started=lambda keys: ledger.submit(lost_runs.started, keys),
-                         on_pass_ended=lambda keys: ledger.submit(lost_runs.ended, keys),
+                         on_pass_ended=lambda keys: tidy(lost_runs.ended, keys),
                          on_lost=lost, on_pass=metrics.on_pass)
     engines.start(timeout_s=settings.broker.proc_alive_timeout)
     metrics.serve(settings.metrics.port, settings.metrics.addr)
     references = ReferenceStore(storage, settings.storage.voices_dir, settings.storage.max_reference_bytes)
     runner = JobRunner(engines, storage, references, lost_runs, settings.broker.max_lost_runs,
-                       background=ledger.submit)
+                       background=tidy)
     return WorkerContext(settings, storage, engines, runner, DeadLetters.for_results(settings.broker),
                          ChapterTracker.for_results(settings.broker), Health(engines.ready_engines),
-                         TakeRecords.for_results(settings.broker), background=ledger.submit)
+                         TakeRecords.for_results(settings.broker), background=tidy)
 
 
 def set_context(context: WorkerContext | None) -> None:
