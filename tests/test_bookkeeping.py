@@ -65,6 +65,57 @@ def test_a_crash_between_a_local_writes_data_and_metadata_never_leaves_new_metad
     assert info.metadata == {}  # no job hash: the skip check treats it as absent, so the job runs again
 
 
+CRASH_WHILE_FLUSHING = """
+import os, signal, sys
+import worker.storage.local as local
+local.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # the machine goes down while the audio is flushed
+storage = local.LocalStorage(local.Path(sys.argv[1]))
+storage.put("a/b.wav", b"NEW AUDIO", {"f5-job-hash": "new"}, settle_later=True)
+storage.settle()
+"""
+
+
+def test_audio_flushed_after_its_result_gets_its_metadata_only_once_it_is_on_disk(tmp_path):
+    """A job's audio is written with ``settle_later``: in place at once, flushed and given its metadata a moment
+    later. A crash during the flush leaves it without metadata, which the skip check treats as absent."""
+    storage = LocalStorage(tmp_path)
+    storage.put("a/b.wav", b"OLD AUDIO", {META_JOB_HASH: "old"})
+    done = subprocess.run([sys.executable, "-c", CRASH_WHILE_FLUSHING, str(tmp_path)], cwd=REPO,
+                          capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    assert storage.get("a/b.wav") == b"NEW AUDIO"
+    assert storage.head("a/b.wav").metadata == {}
+
+
+def test_readers_in_the_writing_process_see_audio_whole_while_its_flush_is_slow(tmp_path, monkeypatch):
+    """A disk slow to flush (held here by an event): the data is readable at once; ``head`` waits for its metadata;
+    a second write of the same key waits for the first to finish, so its metadata never lands on the new data; the
+    writer's ``settle`` returns once both are done."""
+    import worker.storage.local as local
+
+    disk = threading.Event()
+    real_fsync = os.fsync
+    monkeypatch.setattr(local.os, "fsync", lambda fd: (disk.wait(30), real_fsync(fd)))
+    storage = LocalStorage(tmp_path)
+    storage.put("a/b.wav", b"FIRST TAKE", {META_JOB_HASH: "first"}, settle_later=True)
+    assert storage.get("a/b.wav") == b"FIRST TAKE"
+    assert not (tmp_path / ".f5meta" / "a" / "b.wav.json").exists()
+    seen: dict[str, object] = {}
+    head = threading.Thread(target=lambda: seen.update(head=storage.head("a/b.wav")))
+    second = threading.Thread(target=lambda: (storage.put("a/b.wav", b"SECOND TAKE", {META_JOB_HASH: "second"},
+                                                          settle_later=True), storage.settle()))
+    head.start()
+    second.start()
+    time.sleep(0.3)
+    assert "head" not in seen and storage.get("a/b.wav") == b"FIRST TAKE"  # both wait for the first flush
+    disk.set()
+    head.join(30)
+    second.join(30)
+    storage.settle()
+    assert seen["head"].metadata[META_JOB_HASH] in ("first", "second")
+    assert storage.get("a/b.wav") == b"SECOND TAKE" and storage.head("a/b.wav").metadata[META_JOB_HASH] == "second"
+
+
 class _RefusingS3(BaseHTTPRequestHandler):
     """A real HTTP endpoint that answers as S3 does to a key it will never store."""
 

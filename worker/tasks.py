@@ -98,11 +98,30 @@ class F5Task(Task[Any, Any]):
             log.error("could not record %d dead letter(s) (%s); retrying the task so none is lost", len(letters), exc)
             self.retry_later(TransientError(f"dead letters could not be recorded: {exc}"))
 
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     einfo: Any) -> None:
+        """After the task's state is stored and before Celery acknowledges its message: the audio it stored is on
+        disk. (Local storage flushes a job's audio after its result; a power cut before this point costs a
+        redelivery, never a job acknowledged with its audio lost.)"""
+        self.settle()
+
+    def settle(self) -> None:
+        try:
+            storage = get_context().storage
+        except RuntimeError:  # no engines in this process: nothing was stored
+            return
+        try:
+            storage.settle()
+        except Exception as exc:
+            log.error("the audio stored by task %s could not be flushed to disk (%s); it stays without its metadata, "
+                      "so a skip check finds it absent and its job runs again when sent again", self.request.id, exc)
+
     def retry_later(self, exc: Exception) -> None:
         """Retry with backoff. If the retry cannot be published (a Redis at ``maxmemory`` with ``noeviction``
         refuses writes), Celery would reject the message without requeueing it, and the job would be gone. Instead
         the publish is tried again a few times; then the message goes back to its queue, and if Redis refuses even
         that, it stays recorded as unacknowledged, where the visibility-timeout sweep finds it: never lost."""
+        self.settle()  # the jobs of a batch stored before it retries: durable before its message is acknowledged
         countdown = get_exponential_backoff_interval(factor=1, retries=self.request.retries,
                                                      maximum=settings.broker.retry_backoff_max, full_jitter=True)
         refused: Reject | None = None

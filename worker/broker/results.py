@@ -76,14 +76,19 @@ class _Patient(_RedisBackend):
                 return result
             start = started[task_id] = _Start(ended, writing)
             # once written, nothing needs to wait for it (and a task that ends with no state stored leaves nothing)
-            writing.add_done_callback(lambda _: started.get(task_id) is start and started.pop(task_id, None))
+            writing.add_done_callback(lambda _: self._written(started, task_id, start))
             return result
-        start = started.pop(task_id, None)
-        if start is not None:  # the STARTED write first, if it began: never after this state
-            start.ended.set()
-            if not start.writing.cancel():
-                start.writing.exception()
+        begun = started.pop(task_id, None)
+        if begun is not None:  # the STARTED write first, if it began: never after this state
+            begun.ended.set()
+            if not begun.writing.cancel():
+                begun.writing.exception()
         return super().store_result(task_id, result, state, *args, **kwargs)
+
+    @staticmethod
+    def _written(started: dict[str, _Start], task_id: str, start: _Start) -> None:
+        if started.get(task_id) is start:
+            del started[task_id]
 
     @classmethod
     def _noting(cls) -> ThreadPoolExecutor:

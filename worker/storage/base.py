@@ -29,8 +29,13 @@ class Storage(Protocol):
     url: str
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
-            content_type: str = "application/octet-stream") -> None:
-        """Write atomically: readers see the old object or the new one, never a part."""
+            content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
+        """Write atomically: readers see the old object or the new one, never a part. ``settle_later``: the object
+        need only be durable, with its metadata, once this thread's next ``settle`` returns (a job's audio: its
+        result goes out first, its message is acknowledged after)."""
+
+    def settle(self) -> None:
+        """Return once what this thread wrote with ``settle_later`` is durable (at once where ``put`` is)."""
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
                  content_type: str = "application/octet-stream") -> None:

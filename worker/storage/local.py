@@ -1,7 +1,15 @@
 """A local folder as storage: atomic writes (temp file, then rename), metadata in a hidden sidecar tree.
 
-An object's metadata is removed before its data is replaced and written after: a crash in between leaves new data
-without metadata (which the skip check treats as absent, so the job runs again), never old data under new metadata.
+An object's metadata is removed before its data is replaced and written after its data is on disk: a crash or a power
+cut in between leaves new data without metadata (which the skip check treats as absent, so the job runs again), never
+old data under new metadata, nor metadata over data that a power cut took.
+
+``put(..., settle_later=True)`` (a job's audio): the data is in place when ``put`` returns, readable by anyone; a
+thread of this process then flushes it to disk and writes its metadata, and the writer's ``settle()`` waits for that.
+A job's result is sent before its audio is flushed, and its message acknowledged only after (``F5Task.after_return``):
+the flush (about a millisecond on a quick disk) is off the job's way to its caller, and a power cut before the
+acknowledgement costs a redelivery, which finds no metadata and renders the job again. Readers in this process see the
+object whole at once: ``head`` waits for its metadata.
 
 A full disk, a quota, an I/O error or a permission refused are faults of the machine, not of the job: they become
 :class:`~worker.errors.StorageUnavailableError`, which is retried with backoff like an S3 outage (and dead-lettered as
@@ -16,7 +24,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,6 +81,10 @@ class LocalStorage:
     def __init__(self, root: Path, url: str | None = None) -> None:
         self.root = root.resolve()
         self.url = url or self.root.as_uri()
+        self._lock = threading.Lock()
+        self._settling: dict[Path, Future[None]] = {}  # objects whose data is in place and not yet flushed
+        self._written = threading.local()  # per writing thread: what its settle() waits for
+        self._flusher: ThreadPoolExecutor | None = None
 
     def _path(self, key: str) -> Path:
         validate_key(key, field="key")
@@ -82,22 +96,78 @@ class LocalStorage:
     def _meta_path(self, key: str) -> Path:
         return self.root / META_DIR / f"{key}.json"
 
+    def _sidecar(self, metadata: dict[str, str] | None, content_type: str) -> bytes:
+        return json.dumps({"metadata": metadata or {}, "content_type": content_type}).encode()
+
     def _write(self, key: str, data: bytes | Path, metadata: dict[str, str] | None, content_type: str) -> None:
         path = self._path(key)
         meta = self._meta_path(key)
+        self._settled(path)
         try:
             meta.unlink(missing_ok=True)
             _atomic_write(path, data)
             # Not flushed: metadata lost to a power cut leaves data without metadata, which the skip check treats as
             # absent (the job runs again), never as the wrong audio. One flush per object instead of two.
-            _atomic_write(meta, json.dumps({"metadata": metadata or {}, "content_type": content_type}).encode(),
-                          durable=False)
+            _atomic_write(meta, self._sidecar(metadata, content_type), durable=False)
         except OSError as exc:
             raise _unavailable(exc, "write", key) from exc
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
-            content_type: str = "application/octet-stream") -> None:
-        self._write(key, data, metadata, content_type)
+            content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
+        if not settle_later:
+            self._write(key, data, metadata, content_type)
+            return
+        path = self._path(key)
+        self._settled(path)  # an earlier write of this key finishes first: its metadata never lands on this data
+        try:
+            self._meta_path(key).unlink(missing_ok=True)
+            _atomic_write(path, data, durable=False)
+        except OSError as exc:
+            raise _unavailable(exc, "write", key) from exc
+        settling = self._flushing().submit(self._settle_one, key, path, self._sidecar(metadata, content_type))
+        with self._lock:
+            self._settling[path] = settling
+        settling.add_done_callback(lambda done: self._forget(path, done))
+        written: list[Future[None]] = self._written.__dict__.setdefault("futures", [])
+        written.append(settling)
+
+    def settle(self) -> None:
+        """Return once what this thread wrote with ``settle_later`` is on disk with its metadata; raise
+        ``StorageUnavailableError`` if some of it could not be (its data stays, without metadata: absent to a skip
+        check, so its job runs again when it comes back)."""
+        written: list[Future[None]] = self._written.__dict__.pop("futures", [])
+        failures = [exc for exc in (future.exception() for future in written) if exc is not None]
+        if failures:
+            raise failures[0]
+
+    def _settle_one(self, key: str, path: Path, sidecar: bytes) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _atomic_write(self._meta_path(key), sidecar, durable=False)
+        except OSError as exc:
+            raise _unavailable(exc, "flush", key) from exc
+
+    def _flushing(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._flusher is None:
+                self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="f5-flush")
+            return self._flusher
+
+    def _forget(self, path: Path, done: Future[None]) -> None:
+        with self._lock:
+            if self._settling.get(path) is done:
+                del self._settling[path]
+
+    def _settled(self, path: Path) -> None:
+        """Wait until an object this process is flushing has its metadata (or failed to get it)."""
+        with self._lock:
+            settling = self._settling.get(path)
+        if settling is not None:
+            settling.exception()
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
                  content_type: str = "application/octet-stream") -> None:
@@ -123,6 +193,7 @@ class LocalStorage:
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
+        self._settled(path)
         try:
             if not path.is_file():
                 return None
@@ -146,5 +217,6 @@ class LocalStorage:
                     yield ObjectInfo(key, path.stat().st_size)
 
     def delete(self, key: str) -> None:
+        self._settled(self._path(key))
         self._path(key).unlink(missing_ok=True)
         self._meta_path(key).unlink(missing_ok=True)

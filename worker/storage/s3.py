@@ -81,7 +81,7 @@ class S3Storage:
             raise self._unavailable(exc, action, full) from exc
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
-            content_type: str = "application/octet-stream") -> None:
+            content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
         full = self._key(key)
         extra: dict[str, Any] = {"Metadata": metadata or {}, "ContentType": content_type}
         try:
@@ -93,6 +93,9 @@ class S3Storage:
                                            Config=self.transfer)
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise self._unavailable(_cause(exc), "upload", full) from exc
+
+    def settle(self) -> None:
+        """Nothing to wait for: S3 has stored an object durably when it answers its PUT."""
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
                  content_type: str = "application/octet-stream") -> None:
