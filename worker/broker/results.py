@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import states
 from celery.backends import redis as celery_redis
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
 
 from worker.broker.redis import passing_refusal
 
@@ -36,12 +38,39 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     class _RedisBackend(celery_redis.RedisBackend):
-        # Celery's own (private, so its stubs leave it out): stores an encoded result
+        # Celery's own (private, so its stubs leave them out)
+        _MAX_STR_VALUE_SIZE: int
+        expires: int | None
+        failure_expires: int | None
+
         def _store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
                           request: Any = None, **kwargs: Any) -> Any: ...
+
+        def _get_result_meta(self, result: Any, state: str, traceback: str | None, request: Any,
+                             format_date: bool = True, encode: bool = False) -> dict[str, Any]: ...
 else:
     _RedisBackend = object  # at run time the backends below take Celery's from their other base
 
+
+#: Store a task's state and tell the clients waiting for it, unless the stored state is SUCCESS already (a late state,
+#: a lost worker's or a duplicate's, never replaces it). KEYS: the task's key. ARGV: the encoded state, its lifetime in
+#: seconds (0: none).
+SET_UNLESS_SUCCEEDED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta.status == 'SUCCESS' then
+    return 0
+  end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
 #: A job's STARTED state is written this long after it starts, and only if it has not ended by then: the write (its
 #: encoding and a Redis round trip, on another thread of the same interpreter) never competes with the job's own way to
@@ -84,6 +113,25 @@ class _Patient(_RedisBackend):
             if not begun.writing.cancel():
                 begun.writing.exception()
         return super().store_result(task_id, result, state, *args, **kwargs)
+
+    def _store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                      request: Any = None, **kwargs: Any) -> Any:
+        """Celery's Redis backend reads a task's stored state before it writes the next, so that a late state never
+        replaces SUCCESS: two round trips on every job's way to its client. Here one script does both."""
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(f"the {state} state of task {task_id} is too large for Redis")
+        lifetime = self.failure_expires if state == states.FAILURE else self.expires
+        self.ensure(self._set_unless_succeeded, (self.get_key_for_task(task_id), value, int(lifetime or 0)))
+        return result
+
+    def _set_unless_succeeded(self, key: bytes | str, value: str | bytes, lifetime: int) -> None:
+        script = self.__dict__.get("_unless_succeeded")
+        if script is None:
+            script = self.__dict__["_unless_succeeded"] = self.client.register_script(SET_UNLESS_SUCCEEDED)
+        script(keys=[key], args=[value, lifetime])
 
     @staticmethod
     def _written(started: dict[str, _Start], task_id: str, start: _Start) -> None:
