@@ -116,6 +116,26 @@ def test_readers_in_the_writing_process_see_audio_whole_while_its_flush_is_slow(
     assert storage.get("a/b.wav") == b"SECOND TAKE" and storage.head("a/b.wav").metadata[META_JOB_HASH] == "second"
 
 
+def test_a_flush_the_disk_refuses_fails_the_writers_settle_and_leaves_no_metadata(tmp_path, monkeypatch):
+    """An I/O error while a job's audio is flushed: ``settle`` raises (the worker then puts the job's message back in
+    its queue instead of acknowledging it), and the audio stays without metadata, absent to the skip check."""
+    import errno
+
+    import worker.storage.local as local
+    from worker.errors import StorageUnavailableError
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(local.os, "fsync", failing_fsync)
+    storage = LocalStorage(tmp_path)
+    storage.put("a/b.wav", b"AUDIO", {META_JOB_HASH: "h"}, settle_later=True)
+    with pytest.raises(StorageUnavailableError, match="EIO"):
+        storage.settle()
+    storage.settle()  # said once: the thread's next task starts clean
+    assert storage.get("a/b.wav") == b"AUDIO" and storage.head("a/b.wav").metadata == {}
+
+
 class _RefusingS3(BaseHTTPRequestHandler):
     """A real HTTP endpoint that answers as S3 does to a key it will never store."""
 

@@ -55,3 +55,26 @@ def test_started_is_written_only_for_a_job_still_running_a_moment_later(backend)
     assert app.AsyncResult("quick").state == "SUCCESS"
     app.backend.store_result("slow", {"key": "s.wav"}, "SUCCESS")
     assert app.AsyncResult("slow").state == "SUCCESS"
+
+
+def test_a_redis_that_refuses_scripts_still_stores_states(tmp_path, monkeypatch, caplog):
+    """Scripting disabled (as on some managed Redis): the states are stored with a read and a write, as Celery does."""
+    import logging
+
+    from worker.broker import results
+
+    monkeypatch.setattr(results._Patient, "_scripts_refused_until", 0.0)
+    redis = RedisServer(tmp_path / "noscripts")
+    redis.start_args = ["--rename-command", "EVALSHA", "", "--rename-command", "EVAL", ""]
+    redis.start()
+    try:
+        app = Celery("results-noscripts", set_as_current=False)
+        app.conf.update(result_serializer="json", accept_content=["json"], result_accept_content=["json"])
+        app.backend_cls = f"worker.broker.results:RedisBackend+{redis.url}"
+        caplog.set_level(logging.WARNING, logger="worker.broker.results")
+        app.backend.store_result("job-4", {"key": "d.wav"}, "SUCCESS")
+        app.backend.store_result("job-4", None, "RETRY")
+        assert app.AsyncResult("job-4").result == {"key": "d.wav"}
+        assert "refused the result script" in caplog.text
+    finally:
+        redis.stop()

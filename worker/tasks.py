@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ from worker.runtime.runner import JobOutcome, RunLimits, identity_of, job_id_of,
 log = logging.getLogger(__name__)
 
 RETRIED = (TransientError, ConnectionError, TimeoutError)
+_flush_failed = threading.local()  # per task thread: a flush of its task's audio that failed before it returned
 RETRY_PUBLISH_PAUSES_S = (1.0, 2.0, 4.0)  # between attempts to publish a retry that the broker refused
 
 
@@ -98,30 +100,32 @@ class F5Task(Task[Any, Any]):
             log.error("could not record %d dead letter(s) (%s); retrying the task so none is lost", len(letters), exc)
             self.retry_later(TransientError(f"dead letters could not be recorded: {exc}"))
 
-    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     einfo: Any) -> None:
-        """After the task's state is stored and before Celery acknowledges its message: the audio it stored is on
-        disk. (Local storage flushes a job's audio after its result; a power cut before this point costs a
-        redelivery, never a job acknowledged with its audio lost.)"""
-        self.settle()
-
-    def settle(self) -> None:
+    def settle_before_ack(self) -> bool:
+        """Called by the worker's request (``worker.broker.request``) after the task's state is stored and before its
+        message is acknowledged: the audio it stored is on disk (local storage flushes a job's audio after its result,
+        so that its caller does not wait for the flush). False when it could not be flushed: the message goes back to
+        its queue, and the job, whose audio is left without metadata, runs again."""
         try:
             storage = get_context().storage
         except RuntimeError:  # no engines in this process: nothing was stored
-            return
+            return True
+        earlier = _flush_failed.__dict__.pop("error", None)  # a flush that failed before the task returned
         try:
             storage.settle()
+            if earlier is not None:
+                raise earlier
         except Exception as exc:
-            log.error("the audio stored by task %s could not be flushed to disk (%s); it stays without its metadata, "
-                      "so a skip check finds it absent and its job runs again when sent again", self.request.id, exc)
+            log.error("the audio stored by task %s could not be flushed to disk (%s); its message goes back to the "
+                      "queue and its job runs again", self.request.id, exc)
+            return False
+        return True
 
     def retry_later(self, exc: Exception) -> None:
         """Retry with backoff. If the retry cannot be published (a Redis at ``maxmemory`` with ``noeviction``
         refuses writes), Celery would reject the message without requeueing it, and the job would be gone. Instead
         the publish is tried again a few times; then the message goes back to its queue, and if Redis refuses even
         that, it stays recorded as unacknowledged, where the visibility-timeout sweep finds it: never lost."""
-        self.settle()  # the jobs of a batch stored before it retries: durable before its message is acknowledged
+        self.settle_before_ack()  # a batch's jobs stored before it retries: on disk before its message is acknowledged
         countdown = get_exponential_backoff_interval(factor=1, retries=self.request.retries,
                                                      maximum=settings.broker.retry_backoff_max, full_jitter=True)
         refused: Reject | None = None
@@ -182,6 +186,14 @@ def _track_chapter(outcome: JobOutcome, context: WorkerContext) -> None:
 def _succeeded(outcomes: list[JobOutcome], context: WorkerContext) -> None:
     stored = [o for o in outcomes if o.error is None and o.transient is None]
     context.background(context.dead_letters.clear, [o.identity for o in stored if o.identity])
+    if any(o.job is not None and (o.job.qa is not None or o.job.metadata.get("assemble")) for o in stored):
+        # what follows reads the takes in other processes (a QA worker, the assembler): flushed, with metadata, first
+        try:
+            context.storage.settle()
+        except Exception as exc:
+            log.warning("could not flush the audio of %d job(s) before their checks and chapters (%s)", len(stored),
+                        exc)
+            _flush_failed.error = exc  # said again before the message would be acknowledged
     for outcome in stored:
         _track_chapter(outcome, context)
     _quality(stored, context)

@@ -47,7 +47,7 @@ from redis.client import PubSub
 from redis.exceptions import ResponseError
 
 from worker.broker.kombu_private import RedisChannel, RedisTransport
-from worker.broker.redis import passing_refusal
+from worker.broker.redis import refuses_scripts
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +79,6 @@ for i = 5, #KEYS do
 end
 return false
 """
-
-#: What a server says when it will never run the fetch script (as opposed to a passing refusal: OOM, LOADING, BUSY).
-SCRIPTS_REFUSED = ("unknown command", "NOPERM", "NOSCRIPT", "scripting", "script is disabled", "not allowed")
-
-
-def refuses_scripts(exc: ResponseError) -> bool:
-    """Only a server that cannot run scripts sends the channel to BRPOP; any other error is asked again later."""
-    text = str(exc)
-    return not passing_refusal(exc) and any(marker.lower() in text.lower() for marker in SCRIPTS_REFUSED)
-
 
 #: Pub/sub channel a publisher wakes idle workers on, per queue (a channel, not a key: nothing is stored).
 WAKE_CHANNEL = "_f5batch.wake."

@@ -12,6 +12,15 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
+
 if TYPE_CHECKING:
     import redis
     from typing_extensions import Self
@@ -24,14 +33,25 @@ SOCKET_TIMEOUT_S = 5
 #: data, a replica being promoted, a script running. redis-py raises most of them as classes of their own and strips
 #: the code from the message ("command not allowed when used memory > 'maxmemory'"), so both are checked.
 PASSING_REPLIES = ("OOM ", "LOADING ", "BUSY ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ")
+PASSING_ERRORS = (OutOfMemoryError, BusyLoadingError, ReadOnlyError, MasterDownError, TryAgainError)
+
+#: What a server says when it will never run a script (as opposed to a passing refusal): scripting disabled, an ACL
+#: without EVAL, a Redis-compatible server without Lua.
+SCRIPTS_REFUSED = ("unknown command", "NOPERM", "NOSCRIPT", "scripting", "script is disabled", "not allowed",
+                   "no permissions")
 
 
 def passing_refusal(exc: BaseException) -> bool:
     """Whether Redis refused a command for a while (retry later), rather than for good."""
-    from redis.exceptions import BusyLoadingError, MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
+    return isinstance(exc, PASSING_ERRORS) or str(exc).startswith(PASSING_REPLIES)
 
-    return isinstance(exc, (OutOfMemoryError, BusyLoadingError, ReadOnlyError, MasterDownError, TryAgainError)) \
-        or str(exc).startswith(PASSING_REPLIES)
+
+def refuses_scripts(exc: BaseException) -> bool:
+    """Whether this error means the server will not run scripts at all (so a caller falls back to plain commands)."""
+    if passing_refusal(exc):
+        return False
+    text = str(exc).lower()
+    return isinstance(exc, NoPermissionError) or any(marker.lower() in text for marker in SCRIPTS_REFUSED)
 
 
 def as_text(value: bytes | str) -> str:

@@ -1,9 +1,12 @@
-"""The worker-side request class of our tasks, refusing task messages that lack their id or name.
+"""The worker-side request class of our tasks (Celery's documented ``Task.Request`` extension point).
 
-Celery reads ``headers['id']`` while building a request; a message without one raises ``KeyError`` in the consumer,
-which Celery treats as a lost connection: the message is restored and redelivered forever, and the worker gives up
-with RestartFreqExceeded. Raising ``InvalidTaskError`` instead makes Celery reject and log the message (Celery's
-documented ``Task.Request`` extension point).
+- It refuses task messages that lack their id or name. Celery reads ``headers['id']`` while building a request; a
+  message without one raises ``KeyError`` in the consumer, which Celery treats as a lost connection: the message is
+  restored and redelivered forever, and the worker gives up with RestartFreqExceeded. Raising ``InvalidTaskError``
+  instead makes Celery reject and log the message.
+- Before a finished task's message is acknowledged, what the task stored must be durable: a task may say so by a
+  ``settle_before_ack()`` that returns False when it could not make it so (local storage flushes a job's audio after
+  its result, see ``worker.storage.local``). Then the message goes back to its queue instead: the job runs again.
 """
 
 from __future__ import annotations
@@ -22,3 +25,18 @@ class ValidatedRequest(Request):
         if missing:
             raise InvalidTaskError(f"task message without {' or '.join(missing)}; rejected")
         super().__init__(message, **options)
+
+    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> None:
+        if self._settled():
+            super().on_success(failed__retval__runtime, **kwargs)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        if self._settled():
+            super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _settled(self) -> bool:
+        settle = getattr(self.task, "settle_before_ack", None)
+        if settle is None or settle():
+            return True
+        self.reject(requeue=True)
+        return False

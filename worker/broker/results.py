@@ -24,14 +24,16 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from time import monotonic
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import states
 from celery.backends import redis as celery_redis
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import ResponseError
 
-from worker.broker.redis import passing_refusal
+from worker.broker.redis import passing_refusal, refuses_scripts
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,15 @@ else:
 
 
 #: Store a task's state and tell the clients waiting for it, unless the stored state is SUCCESS already (a late state,
-#: a lost worker's or a duplicate's, never replaces it). KEYS: the task's key. ARGV: the encoded state, its lifetime in
-#: seconds (0: none).
+#: a lost worker's or a duplicate's, never replaces it; a STARTED, written late, replaces no state but a waiting one).
+#: KEYS: the task's key. ARGV: the encoded state, its lifetime in seconds (0: none), 1 if it is a STARTED state.
 SET_UNLESS_SUCCEEDED = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
-  if ok and type(meta) == 'table' and meta.status == 'SUCCESS' then
+  local status = ok and type(meta) == 'table' and meta.status
+  if status == 'SUCCESS' or (ARGV[3] == '1' and status and status ~= 'PENDING' and status ~= 'RECEIVED'
+                             and status ~= 'STARTED') then
     return 0
   end
 end
@@ -71,6 +75,10 @@ end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
+
+#: How long states are stored with plain commands after Redis refused the script (scripting disabled, an ACL without
+#: EVALSHA), before the script is tried again.
+SCRIPTS_REFUSED_S = 300.0
 
 #: A job's STARTED state is written this long after it starts, and only if it has not ended by then: the write (its
 #: encoding and a Redis round trip, on another thread of the same interpreter) never competes with the job's own way to
@@ -114,6 +122,8 @@ class _Patient(_RedisBackend):
                 begun.writing.exception()
         return super().store_result(task_id, result, state, *args, **kwargs)
 
+    _scripts_refused_until: ClassVar[float] = 0.0
+
     def _store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
                       request: Any = None, **kwargs: Any) -> Any:
         """Celery's Redis backend reads a task's stored state before it writes the next, so that a late state never
@@ -124,19 +134,31 @@ class _Patient(_RedisBackend):
         if len(value) > self._MAX_STR_VALUE_SIZE:
             raise BackendStoreError(f"the {state} state of task {task_id} is too large for Redis")
         lifetime = self.failure_expires if state == states.FAILURE else self.expires
-        self.ensure(self._set_unless_succeeded, (self.get_key_for_task(task_id), value, int(lifetime or 0)))
+        if monotonic() < _Patient._scripts_refused_until:
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
+        try:
+            self.ensure(self._set_unless_succeeded, (self.get_key_for_task(task_id), value,
+                                                     max(1, round(lifetime)) if lifetime else 0,
+                                                     state == states.STARTED))
+        except ResponseError as exc:
+            if not refuses_scripts(exc):
+                raise
+            _Patient._scripts_refused_until = monotonic() + SCRIPTS_REFUSED_S
+            log.warning("Redis refused the result script (%s); storing states with a read, then a write, for %.0f s",
+                        exc, SCRIPTS_REFUSED_S)
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
         return result
 
-    def _set_unless_succeeded(self, key: bytes | str, value: str | bytes, lifetime: int) -> None:
+    def _set_unless_succeeded(self, key: bytes | str, value: str | bytes, lifetime: int, started: bool) -> None:
         script = self.__dict__.get("_unless_succeeded")
         if script is None:
             script = self.__dict__["_unless_succeeded"] = self.client.register_script(SET_UNLESS_SUCCEEDED)
-        script(keys=[key], args=[value, lifetime])
+        script(keys=[key], args=[value, lifetime, 1 if started else 0])
 
     @staticmethod
     def _written(started: dict[str, _Start], task_id: str, start: _Start) -> None:
         if started.get(task_id) is start:
-            del started[task_id]
+            started.pop(task_id, None)  # the task's thread may have taken it meanwhile
 
     @classmethod
     def _noting(cls) -> ThreadPoolExecutor:

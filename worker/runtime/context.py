@@ -40,8 +40,8 @@ class WorkerContext:
     chapters: ChapterTracker
     health: Health
     takes: TakeRecords
-    #: Runs Redis bookkeeping that nobody waits for and that only tidies up (a pass's end on the lost-run counts, a
-    #: stored job's counts and dead letters cleared) on one thread, in order, a moment later (``tidy_later``).
+    #: Runs Redis bookkeeping that nobody waits for and that only tidies up (a stored job's lost-run counts and dead
+    #: letters cleared) on one thread, in order, a moment later (``tidy_later``).
     background: Callable[..., object] = run_now
 
 
@@ -102,9 +102,9 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
 
     storage = by_url(settings.storage.storage_url, settings.storage)
     lost_runs = LostRuns.for_results(settings.broker)
-    # Redis bookkeeping off the engines' readers and off a job's way to its result, in the order it was asked for: a
-    # pass's start at once (the next delivery of a job that killed its engine must find it counted), what only lowers
-    # or clears a count a moment later
+    # Redis bookkeeping off the engines' readers and off a job's way to its result, in the order it was asked for:
+    # passes' starts and ends at once (a retry reads them at once), a stored job's counts and dead letters cleared a
+    # moment later
     ledger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-ledger")
     tidy = tidy_later(ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-tidy"))
 
@@ -115,7 +115,7 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
     engines = EngineHost(settings.engine, devices if devices is not None else engine_devices(settings),
                          max_wait_s=settings.engine.batch_wait_ms / 1000 if gather else 0.0,
                          on_started=lambda keys: ledger.submit(lost_runs.started, keys),
-                         on_pass_ended=lambda keys: tidy(lost_runs.ended, keys),
+                         on_pass_ended=lambda keys: ledger.submit(lost_runs.ended, keys),
                          on_lost=lost, on_pass=metrics.on_pass)
     engines.start(timeout_s=settings.broker.proc_alive_timeout)
     metrics.serve(settings.metrics.port, settings.metrics.addr)

@@ -46,10 +46,10 @@ def _unavailable(exc: OSError, action: str, key: str) -> Exception:
                                    f"({exc.strerror or exc})")
 
 
-def _atomic_write(path: Path, data: bytes | Path, durable: bool = True) -> None:
+def _atomic_write(path: Path, data: bytes | Path, durable: bool = True) -> int:
     """Write ``data`` (bytes, or the contents of a local file, streamed) to a temp file beside ``path``, then rename.
     ``durable``: flushed to disk before the rename (an object's data must survive a power loss once its job is
-    acknowledged; its metadata need not, see ``LocalStorage._write``)."""
+    acknowledged; its metadata need not, see ``LocalStorage._write``). Returns the file's inode number."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -63,7 +63,9 @@ def _atomic_write(path: Path, data: bytes | Path, durable: bool = True) -> None:
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+            inode = os.fstat(handle.fileno()).st_ino
         os.replace(temp, path)
+        return inode
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -102,7 +104,7 @@ class LocalStorage:
     def _write(self, key: str, data: bytes | Path, metadata: dict[str, str] | None, content_type: str) -> None:
         path = self._path(key)
         meta = self._meta_path(key)
-        self._settled(path)
+        writing = self._begin(path)
         try:
             meta.unlink(missing_ok=True)
             _atomic_write(path, data)
@@ -111,6 +113,8 @@ class LocalStorage:
             _atomic_write(meta, self._sidecar(metadata, content_type), durable=False)
         except OSError as exc:
             raise _unavailable(exc, "write", key) from exc
+        finally:
+            self._end(path, writing)
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
@@ -118,18 +122,16 @@ class LocalStorage:
             self._write(key, data, metadata, content_type)
             return
         path = self._path(key)
-        self._settled(path)  # an earlier write of this key finishes first: its metadata never lands on this data
+        writing = self._begin(path)
         try:
             self._meta_path(key).unlink(missing_ok=True)
-            _atomic_write(path, data, durable=False)
+            inode = _atomic_write(path, data, durable=False)
         except OSError as exc:
+            self._end(path, writing)
             raise _unavailable(exc, "write", key) from exc
-        settling = self._flushing().submit(self._settle_one, key, path, self._sidecar(metadata, content_type))
-        with self._lock:
-            self._settling[path] = settling
-        settling.add_done_callback(lambda done: self._forget(path, done))
+        self._flushing().submit(self._settle_one, writing, key, path, inode, self._sidecar(metadata, content_type))
         written: list[Future[None]] = self._written.__dict__.setdefault("futures", [])
-        written.append(settling)
+        written.append(writing)
 
     def settle(self) -> None:
         """Return once what this thread wrote with ``settle_later`` is on disk with its metadata; raise
@@ -140,16 +142,23 @@ class LocalStorage:
         if failures:
             raise failures[0]
 
-    def _settle_one(self, key: str, path: Path, sidecar: bytes) -> None:
+    def _settle_one(self, writing: Future[None], key: str, path: Path, inode: int, sidecar: bytes) -> None:
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                if os.fstat(fd).st_ino == inode:  # else another process wrote the key since: its metadata is its own
+                    os.fsync(fd)
+                    _atomic_write(self._meta_path(key), sidecar, durable=False)
             finally:
                 os.close(fd)
-            _atomic_write(self._meta_path(key), sidecar, durable=False)
         except OSError as exc:
-            raise _unavailable(exc, "flush", key) from exc
+            writing.set_exception(_unavailable(exc, "flush", key))
+        except BaseException as exc:
+            writing.set_exception(exc)
+        else:
+            writing.set_result(None)
+        finally:
+            self._end(path, writing)
 
     def _flushing(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -157,17 +166,25 @@ class LocalStorage:
                 self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="f5-flush")
             return self._flusher
 
-    def _forget(self, path: Path, done: Future[None]) -> None:
-        with self._lock:
-            if self._settling.get(path) is done:
-                del self._settling[path]
+    def _begin(self, path: Path) -> Future[None]:
+        """This process's work on ``path`` (a write, a read of its metadata, a delete) starts once any earlier one has
+        finished (a write's data, flush and metadata): the metadata of one write never lands on the data of another,
+        and a reader here never sees a write half done."""
+        writing: Future[None] = Future()
+        while True:
+            with self._lock:
+                earlier = self._settling.get(path)
+                if earlier is None:
+                    self._settling[path] = writing
+                    return writing
+            earlier.exception()
 
-    def _settled(self, path: Path) -> None:
-        """Wait until an object this process is flushing has its metadata (or failed to get it)."""
+    def _end(self, path: Path, writing: Future[None]) -> None:
+        if not writing.done():
+            writing.set_result(None)
         with self._lock:
-            settling = self._settling.get(path)
-        if settling is not None:
-            settling.exception()
+            if self._settling.get(path) is writing:
+                del self._settling[path]
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
                  content_type: str = "application/octet-stream") -> None:
@@ -193,17 +210,20 @@ class LocalStorage:
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
-        self._settled(path)
+        reading = self._begin(path)  # not in the middle of this process's write of the key: its data and metadata
         try:
-            if not path.is_file():
-                return None
-        except OSError as exc:
-            raise _unavailable(exc, "look up", key) from exc
-        try:
-            metadata = json.loads(self._meta_path(key).read_text())["metadata"]
-        except (OSError, ValueError, KeyError):
-            metadata = {}
-        return ObjectInfo(key, path.stat().st_size, metadata)
+            try:
+                if not path.is_file():
+                    return None
+            except OSError as exc:
+                raise _unavailable(exc, "look up", key) from exc
+            try:
+                metadata = json.loads(self._meta_path(key).read_text())["metadata"]
+            except (OSError, ValueError, KeyError):
+                metadata = {}
+            return ObjectInfo(key, path.stat().st_size, metadata)
+        finally:
+            self._end(path, reading)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         for dirpath, dirnames, filenames in os.walk(self.root):
@@ -217,6 +237,10 @@ class LocalStorage:
                     yield ObjectInfo(key, path.stat().st_size)
 
     def delete(self, key: str) -> None:
-        self._settled(self._path(key))
-        self._path(key).unlink(missing_ok=True)
-        self._meta_path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        deleting = self._begin(path)
+        try:
+            path.unlink(missing_ok=True)
+            self._meta_path(key).unlink(missing_ok=True)
+        finally:
+            self._end(path, deleting)
