@@ -78,3 +78,14 @@ def test_a_redis_that_refuses_scripts_still_stores_states(tmp_path, monkeypatch,
         assert "refused the result script" in caplog.text
     finally:
         redis.stop()
+
+
+def test_a_late_started_replaces_only_a_waiting_state(backend):
+    """A retried job's next run shows as started again; a job that failed meanwhile stays failed."""
+    app, _ = backend
+    app.backend.store_result("retried", None, "RETRY")
+    app.backend.store_result("retried", {"pid": 1}, "STARTED")
+    wait_until(lambda: app.AsyncResult("retried").state == "STARTED", 10, "the retried job's STARTED state")
+    app.backend._store_result("failed", None, "FAILURE")  # stored meanwhile, from elsewhere
+    app.backend._write_started("failed", {"pid": 1}, (), {})  # a STARTED that was already on its way
+    assert app.AsyncResult("failed").state == "FAILURE"

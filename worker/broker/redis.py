@@ -43,7 +43,10 @@ SCRIPTS_REFUSED = ("unknown command", "NOPERM", "NOSCRIPT", "scripting", "script
 
 def passing_refusal(exc: BaseException) -> bool:
     """Whether Redis refused a command for a while (retry later), rather than for good."""
-    return isinstance(exc, PASSING_ERRORS) or str(exc).startswith(PASSING_REPLIES)
+    text = str(exc)
+    # a Redis before 7 reports a refusal inside a script as a script error quoting it ("... -OOM command not allowed
+    # when used memory > 'maxmemory' ...")
+    return isinstance(exc, PASSING_ERRORS) or text.startswith(PASSING_REPLIES) or "-OOM " in text
 
 
 def refuses_scripts(exc: BaseException) -> bool:

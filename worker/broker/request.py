@@ -26,13 +26,12 @@ class ValidatedRequest(Request):
             raise InvalidTaskError(f"task message without {' or '.join(missing)}; rejected")
         super().__init__(message, **options)
 
-    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> None:
-        if self._settled():
-            super().on_success(failed__retval__runtime, **kwargs)
-
-    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
-        if self._settled():
-            super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+    def acknowledge(self) -> None:
+        # Celery's on_success and on_failure both acknowledge through here (the request class Celery generates around
+        # this one has an on_success of its own, so this is the one place to wait)
+        if not self.acknowledged and not self._settled():
+            return
+        super().acknowledge()
 
     def _settled(self) -> bool:
         settle = getattr(self.task, "settle_before_ack", None)

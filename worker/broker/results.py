@@ -55,15 +55,16 @@ else:
 
 
 #: Store a task's state and tell the clients waiting for it, unless the stored state is SUCCESS already (a late state,
-#: a lost worker's or a duplicate's, never replaces it; a STARTED, written late, replaces no state but a waiting one).
-#: KEYS: the task's key. ARGV: the encoded state, its lifetime in seconds (0: none), 1 if it is a STARTED state.
+#: a lost worker's or a duplicate's, never replaces it; a STARTED, written late, replaces only a waiting state:
+#: pending, received, started, retrying). KEYS: the task's key. ARGV: the encoded state, its lifetime in seconds
+#: (0: none), 1 if it is a STARTED state.
 SET_UNLESS_SUCCEEDED = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
   local status = ok and type(meta) == 'table' and meta.status
   if status == 'SUCCESS' or (ARGV[3] == '1' and status and status ~= 'PENDING' and status ~= 'RECEIVED'
-                             and status ~= 'STARTED') then
+                             and status ~= 'STARTED' and status ~= 'RETRY') then
     return 0
   end
 end

@@ -126,10 +126,13 @@ class LocalStorage:
         try:
             self._meta_path(key).unlink(missing_ok=True)
             inode = _atomic_write(path, data, durable=False)
-        except OSError as exc:
-            self._end(path, writing)
-            raise _unavailable(exc, "write", key) from exc
-        self._flushing().submit(self._settle_one, writing, key, path, inode, self._sidecar(metadata, content_type))
+            self._flushing().submit(self._settle_one, writing, key, path, inode,
+                                    self._sidecar(metadata, content_type))
+        except BaseException as exc:
+            self._end(path, writing)  # never left registered: later work on the key would wait for it for ever
+            if isinstance(exc, OSError):
+                raise _unavailable(exc, "write", key) from exc
+            raise
         written: list[Future[None]] = self._written.__dict__.setdefault("futures", [])
         written.append(writing)
 
@@ -180,11 +183,11 @@ class LocalStorage:
             earlier.exception()
 
     def _end(self, path: Path, writing: Future[None]) -> None:
-        if not writing.done():
-            writing.set_result(None)
         with self._lock:
             if self._settling.get(path) is writing:
                 del self._settling[path]
+        if not writing.done():
+            writing.set_result(None)
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None,
                  content_type: str = "application/octet-stream") -> None:
