@@ -129,14 +129,14 @@ class _Patient(_RedisBackend):
                       request: Any = None, **kwargs: Any) -> Any:
         """Celery's Redis backend reads a task's stored state before it writes the next, so that a late state never
         replaces SUCCESS: two round trips on every job's way to its client. Here one script does both."""
+        if monotonic() < _Patient._scripts_refused_until:
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
         value = self.encode(meta)
         if len(value) > self._MAX_STR_VALUE_SIZE:
             raise BackendStoreError(f"the {state} state of task {task_id} is too large for Redis")
         lifetime = self.failure_expires if state == states.FAILURE else self.expires
-        if monotonic() < _Patient._scripts_refused_until:
-            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
         try:
             self.ensure(self._set_unless_succeeded, (self.get_key_for_task(task_id), value,
                                                      max(1, round(lifetime)) if lifetime else 0,

@@ -300,7 +300,7 @@ class JobRunner:
         data = encode_wav(waveform, output.sample_rate)
         encoded = time.perf_counter()
         metadata = self._metadata(job, clip, output, data)
-        # durable by the time the task's message is acknowledged, not before the result (F5Task.after_return)
+        # durable by the time the task's message is acknowledged, not before the result (F5Task.settle_before_ack)
         self.storage.put(job.store_key(), data, metadata, content_type="audio/wav", settle_later=True)
         upload_s = time.perf_counter() - encoded
         info = ObjectInfo(job.store_key(), len(data), metadata)

@@ -6,10 +6,10 @@ old data under new metadata, nor metadata over data that a power cut took.
 
 ``put(..., settle_later=True)`` (a job's audio): the data is in place when ``put`` returns, readable by anyone; a
 thread of this process then flushes it to disk and writes its metadata, and the writer's ``settle()`` waits for that.
-A job's result is sent before its audio is flushed, and its message acknowledged only after (``F5Task.after_return``):
-the flush (about a millisecond on a quick disk) is off the job's way to its caller, and a power cut before the
-acknowledgement costs a redelivery, which finds no metadata and renders the job again. Readers in this process see the
-object whole at once: ``head`` waits for its metadata.
+A job's result is sent before its audio is flushed, and its message acknowledged only after
+(``worker.broker.request.ValidatedRequest.acknowledge``): the flush (about a millisecond on a quick disk) is off the
+job's way to its caller, and a power cut before the acknowledgement costs a redelivery, which finds no metadata and
+renders the job again. Readers in this process see the object whole at once: ``head`` waits for its metadata.
 
 A full disk, a quota, an I/O error or a permission refused are faults of the machine, not of the job: they become
 :class:`~worker.errors.StorageUnavailableError`, which is retried with backoff like an S3 outage (and dead-lettered as
@@ -84,7 +84,7 @@ class LocalStorage:
         self.root = root.resolve()
         self.url = url or self.root.as_uri()
         self._lock = threading.Lock()
-        self._settling: dict[Path, Future[None]] = {}  # objects whose data is in place and not yet flushed
+        self._settling: dict[Path, Future[None]] = {}  # per key, the work on it in progress here (see _begin)
         self._written = threading.local()  # per writing thread: what its settle() waits for
         self._flusher: ThreadPoolExecutor | None = None
 
