@@ -60,8 +60,10 @@ def _sequential(client, segments: list[str], nfe: int, tag: str, mode: str, proj
         # the summary for Flower that the project's clients (gateway, producer) send, so that Celery does not write
         # one out of the whole job (about 0.3 ms); a plain client pays that
         summary = {"kwargsrepr": f"{{'job': {job['job_id']!r}}}"} if project else {}
+        # get() returns as the result's pub/sub message arrives, whatever its interval; a short interval would only
+        # wake this client every few ms, on the same two cores as the worker it measures
         result = client.send_task("f5tts.synthesize", kwargs={"job": job}, queue="f5tts",
-                                  headers={ENQUEUED_AT_HEADER: time.time()}, **summary).get(timeout=300, interval=0.001)
+                                  headers={ENQUEUED_AT_HEADER: time.time()}, **summary).get(timeout=300)
         latency = time.perf_counter() - start
         timings = result["timings"]
         latencies.append(latency)

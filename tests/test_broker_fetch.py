@@ -179,3 +179,23 @@ def test_a_full_redis_still_hands_messages_out_atomically(redis, caplog):
         got[0][1].ack()
     finally:
         conn.release()
+
+
+def test_the_fetch_says_how_many_messages_its_queues_still_hold(redis):
+    """A channel that took the last message waits for a wake-up (or its poll) next, instead of asking again at once:
+    the script's reply counts what is left in the lists it was given."""
+    from worker.broker.fetch import FETCH_SCRIPT
+
+    client = redis.client()
+    client.lpush("q:9", json.dumps({"properties": {"delivery_tag": "late", "delivery_info": {"exchange": "",
+                                                                                           "routing_key": "q"}}}))
+    for tag in ("a", "b"):
+        client.lpush("q", json.dumps({"properties": {"delivery_tag": tag, "delivery_info": {"exchange": "",
+                                                                                            "routing_key": "q"}}}))
+    fetch = client.register_script(FETCH_SCRIPT)
+    keys = ["unacked", "unacked_index", "claim", "claim", "q", "q:9"]
+    replies = [fetch(keys=keys, args=[time.time(), 60]) for _ in range(4)]
+    assert [(json.loads(item)["properties"]["delivery_tag"], recorded, left)
+            for _, item, recorded, left in replies[:3]] == [("a", 1, 2), ("b", 1, 1), ("late", 1, 0)]
+    assert replies[3] is None  # every list empty
+    assert client.hlen("unacked") == 3

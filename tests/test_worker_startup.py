@@ -39,6 +39,7 @@ def test_celery_settings_that_delivery_depends_on():
     assert conf.result_backend_transport_options["visibility_timeout"] == visibility
     assert conf.worker_proc_alive_timeout >= 60
     assert conf.worker_send_task_events and conf.task_send_sent_event and conf.task_track_started
+    assert conf.worker_consumer == "worker.broker.consumer:Consumer"  # task events off a job's way
     assert conf.broker_connection_retry_on_startup and conf.result_expires == settings.broker.result_expires
 
 

@@ -129,6 +129,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": broker.task_soft_time_limit,
         "worker_proc_alive_timeout": broker.proc_alive_timeout,
         "worker_send_task_events": True,
+        # task events for Flower are published a moment after they happen, off a job's way (worker.broker.consumer)
+        "worker_consumer": "worker.broker.consumer:Consumer",
         "task_send_sent_event": True,
         "task_track_started": True,
         "result_extended": True,

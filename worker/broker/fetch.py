@@ -7,10 +7,11 @@ message, so a worker SIGKILLed there, or a connection that fails there, loses th
 No Redis command both blocks on several lists and records what it pops, and a Lua script cannot block. So this channel
 fetches the way Sidekiq's reliable fetch does:
 - A script pops the first non-empty list in priority order and records the message in the same step.
-- When every list is empty, the channel waits a short interval (``idle_poll_interval``), then asks again. In a
-  worker's event loop a repeating timer ends the wait; Redis's own blocking timeouts would not do, since they resolve
-  only at the server's ``hz`` (every 100 ms by default). Without an event loop the wait is a blocking pop on a key
-  nobody writes.
+- When every list is empty, or the script took the last message (it says how many are left), the channel waits a
+  short interval (``idle_poll_interval``), then asks again. In a worker's event loop a repeating timer ends the wait;
+  Redis's own blocking timeouts would not do, since they resolve only at the server's ``hz`` (every 100 ms by
+  default). Without an event loop the wait is a blocking pop on a key nobody writes (and only an empty fetch leads to
+  it).
 - **Wake on arrival.** Publishers that use this transport (the producer, the gateway, the workers' own retries and
   re-renders) publish a wake-up on a Redis pub/sub channel in the same round trip as the message; an idle worker,
   subscribed to it, asks at once instead of at its next poll. Nothing is stored, and no server setting is needed.
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 #: KEYS: unacked hash, unacked index, claim to write, claim to clear, then the queue lists in serving order.
 #: ARGV: now (seconds since the epoch, as kombu scores the index), claim lifetime (seconds).
+#: Returns false when every list is empty, else the list, the message, whether it was recorded, and how many messages
+#: the lists still hold (the earlier ones are empty): a channel that took the last one waits for a wake-up next, instead
+#: of asking again at once only to hear that nothing is left.
 #: The unacked record is kombu's own ``[payload, exchange, routing_key]``, built around the item's exact bytes. The
 #: pop comes last: a Redis error stops a script without undoing what it already did, so a write that fails must leave
 #: the message in its list, not popped and unrecorded.
@@ -74,7 +78,11 @@ for i = 5, #KEYS do
       recorded = 1
     end
     redis.call('RPOP', KEYS[i])
-    return {KEYS[i], item, recorded}
+    local left = 0
+    for j = i, #KEYS do
+      left = left + redis.call('LLEN', KEYS[j])
+    end
+    return {KEYS[i], item, recorded, left}
   end
 end
 return false
@@ -285,7 +293,11 @@ class AtomicFetch(RedisChannel):
                 self._idle = awaiting == "fetch" and getattr(self.connection, "wakes", 0) == self._wakes_at_fetch
                 raise Empty()
             self._claim_to_clear = self._claim
-            dest, item, recorded = reply
+            dest, item, recorded, left = reply
+            # The last message: the next fetch waits for a wake-up or the next poll. On a lone job's way, an empty
+            # fetch's round trip would take this process's interpreter from the task thread that just started.
+            self._idle = (not left and getattr(self.connection, "ticks_idle_channels", False)
+                          and getattr(self.connection, "wakes", 0) == self._wakes_at_fetch)
             dest = bytes_to_str(dest)[len(self.global_keyprefix or ""):].rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             message = loads(bytes_to_str(item))

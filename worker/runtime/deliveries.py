@@ -4,7 +4,9 @@ A job that crashes the process running it (a segfault in native code, an OOM kil
 retried or redelivered forever, each time costing an engine restart and taking its companions down with it. Each job
 id has a counter in Redis (with an expiry): it goes up when a pass holding the job starts, and back down when the
 pass ends, whatever its outcome. A pass that never ends, because its engine process or the whole worker died, leaves
-the count raised. The next delivery reads it:
+the count raised. The message's next delivery reads it (kombu flags a message it puts back as redelivered, and a
+retry is counted in the message; a first delivery skips the read, so a job sent again in a new message, by a resumed
+producer say, runs once before its count is read again):
 
 - 0: the job runs normally;
 - 1 to N-1: the job runs in passes of its own, so that it cannot take companions down again;

@@ -43,12 +43,11 @@ from worker.engine import faults
 from worker.errors import BadInputError, TransientError
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
     import torch
 
     from worker.engine.engine import Engine, PassResult
     from worker.engine.types import SynthesisRequest
+    from worker.runtime.pipes import Line
     from worker.runtime.scheduler import Pass, Ticket
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ def _guarded(loop: Callable[[], None], name: str) -> Callable[[], None]:
     return run
 
 
-def main(conn: Connection[Any, Any], config: dict[str, Any], env: dict[str, str], name: str,
+def main(conn: Line, config: dict[str, Any], env: dict[str, str], name: str,
          max_wait_s: float) -> None:
     """Entry point of the spawned process."""
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES and thread counts, before torch is imported
@@ -134,7 +133,7 @@ def main(conn: Connection[Any, Any], config: dict[str, Any], env: dict[str, str]
 
 
 class EngineServer:
-    def __init__(self, engine: Engine, conn: Connection[Any, Any], max_wait_s: float) -> None:
+    def __init__(self, engine: Engine, conn: Line, max_wait_s: float) -> None:
         from worker.runtime.scheduler import PassScheduler
 
         self.engine = engine

@@ -39,9 +39,9 @@ from worker.errors import (
     SharedTimeLimitError,
     TransientError,
 )
+from worker.runtime.pipes import Line, line_pair
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
     from multiprocessing.context import SpawnProcess
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class EngineProcess:
         self.restarts = 0
         self._send_lock = threading.Lock()
         self.process: SpawnProcess | None = None  # set by start()
-        self.conn: Connection[Any, Any] | None = None
+        self.conn: Line | None = None
         self.reader: threading.Thread | None = None
         # Clip digests this process has been sent: later requests in that voice cross the pipe without the clip's
         # bytes. A fresh process starts with none; one that evicted a clip asks for it again ("voice_missing").
@@ -86,7 +86,7 @@ class EngineProcess:
     def start(self) -> None:
         self.voices = set()
         context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
+        parent, child = line_pair(context)  # two pipes, each wide enough for a job's audio
         from worker.runtime.engine_process import main
 
         process = context.Process(
@@ -110,7 +110,7 @@ class EngineProcess:
                 raise BrokenPipeError(f"{self.name} has not been started")
             self.conn.send(message)
 
-    def _read(self, conn: Connection[Any, Any], process: SpawnProcess) -> None:
+    def _read(self, conn: Line, process: SpawnProcess) -> None:
         while True:
             try:
                 message = conn.recv()

@@ -167,7 +167,9 @@ class JobRunner:
                             clip.sha256)
 
     def run(self, payloads: Sequence[object], queue_s: float | None = None,
-            limits: RunLimits = RunLimits()) -> list[JobOutcome]:
+            limits: RunLimits = RunLimits(), ran_before: bool = True) -> list[JobOutcome]:
+        """``ran_before``: the message may have been run already (redelivered, or a retry). Only then can its jobs have
+        lost runs or a mark to run alone, and are these read from Redis: a first delivery saves the round trip."""
         outcomes: list[JobOutcome | None] = [None] * len(payloads)
         jobs: list[tuple[int, Job]] = []
         for index, payload in enumerate(payloads):
@@ -178,7 +180,7 @@ class JobRunner:
         unique, copies = _deduplicated(jobs)
         claimed = self._claim([job for _, job in unique])
         try:
-            self._run(unique, outcomes, queue_s, limits)
+            self._run(unique, outcomes, queue_s, limits, ran_before)
         finally:
             for key in claimed:
                 self.in_flight.release(key)
@@ -196,8 +198,8 @@ class JobRunner:
         return claimed
 
     def _run(self, jobs: list[tuple[int, Job]], outcomes: list[JobOutcome | None], queue_s: float | None,
-             limits: RunLimits) -> None:
-        history = self.lost_runs.history([job.identity() for _, job in jobs])
+             limits: RunLimits, ran_before: bool) -> None:
+        history = self.lost_runs.history([job.identity() for _, job in jobs]) if ran_before else {}
         ready: list[tuple[int, Job, Reference, bool]] = []
         checks: dict[int, float] = {}
         for index, job in jobs:  # every job's skip check and reference first, so they reach the engine together
