@@ -199,3 +199,45 @@ def test_the_fetch_says_how_many_messages_its_queues_still_hold(redis):
             for _, item, recorded, left in replies[:3]] == [("a", 1, 2), ("b", 1, 1), ("late", 1, 0)]
     assert replies[3] is None  # every list empty
     assert client.hlen("unacked") == 3
+
+
+def test_a_ticking_channel_that_took_the_last_message_waits_for_a_wake_up_unless_one_came_meanwhile(redis):
+    """In a worker's event loop (stood in for here: ``ticks_idle_channels``, and the loop's tick or a wake-up called by
+    hand), a channel that took the last message asks nothing more until its next tick or wake-up; a wake-up that came
+    while that fetch was out makes it ask again at once (the message behind that wake-up may be newer than the
+    script's count)."""
+    queue = Queue("jobs")
+    publish(redis.url, queue, [({"n": 1}, 0)])
+    conn = Connection(redis.url, transport=TRANSPORT, transport_options=OPTIONS)
+    got: list = []
+    consumer = conn.Consumer(queue, callbacks=[lambda body, message: got.append(body["n"])], accept=["json"])
+    consumer.qos(prefetch_count=10)
+    transport = conn.transport
+    transport.ticks_idle_channels = True
+
+    def drain(until: int, timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while len(got) < until and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)
+
+    try:
+        consumer.consume()
+        drain(1)
+        assert got == [1]
+        publish(redis.url, queue, [({"n": 2}, 0)])  # kombu's stock publish: no wake-up
+        drain(2, timeout=0.6)
+        assert got == [1] and queued(redis.client(), "jobs") == 1  # not asked for: waiting for the tick
+        transport._end_idle_waits()  # the loop's tick
+        drain(2)
+        assert got == [1, 2]
+        publish(redis.url, queue, [({"n": 3}, 0)])
+        transport._end_idle_waits()
+        consumer.channel._brpop_start()  # the fetch of 3, the last message, is out (and has run)
+        time.sleep(0.1)
+        publish(redis.url, queue, [({"n": 4}, 0)])
+        transport.wakes += 1  # 4's wake-up arrives before the fetch's reply
+        drain(4, timeout=1.5)
+        assert got == [1, 2, 3, 4]  # asked again at once after 3: 4 came without a tick
+    finally:
+        conn.release()

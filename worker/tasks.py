@@ -49,13 +49,6 @@ def _queue_seconds(request: Any) -> float | None:
         return None
 
 
-def _ran_before(request: Any) -> bool:
-    """Whether the task's message may have run already: kombu flags every message it puts back in its queue (a dead
-    worker's, found by the visibility sweep or by a lost fetch's claim; a rejected one), and a retry is a new message
-    of a run that happened. A job's lost runs and its mark to run alone come only from such runs."""
-    return bool((request.delivery_info or {}).get("redelivered") or request.retries)
-
-
 class F5Task(Task[Any, Any]):
     """What both synthesis tasks share: limits, dead letters, and the retry decision."""
 
@@ -231,8 +224,7 @@ def synthesize(self: F5Task, job: Any = None, *args: Any, **unexpected: Any) -> 
         if job is None or args or unexpected:
             raise _unexpected("job", {**unexpected, **({"<positional>": args} if args else {})})
         context = get_context()
-        outcome = context.runner.run([job], queue_s=_queue_seconds(self.request), limits=self.limits(),
-                                     ran_before=_ran_before(self.request))[0]
+        outcome = context.runner.run([job], queue_s=_queue_seconds(self.request), limits=self.limits())[0]
     except Retry:
         raise
     except BadInputError as exc:
@@ -288,8 +280,7 @@ def synthesize_batch(self: F5Task, jobs: Any = None, *args: Any, **unexpected: A
     try:
         _validate_batch(jobs, args, unexpected)
         context = get_context()
-        outcomes = context.runner.run(jobs, queue_s=_queue_seconds(self.request), limits=self.limits(),
-                                      ran_before=_ran_before(self.request))
+        outcomes = context.runner.run(jobs, queue_s=_queue_seconds(self.request), limits=self.limits())
     except BadInputError as exc:  # the whole batch: every job it claims gets the letter
         self.record([self.payload_letter(p, f"{self.task_id}:{i}", exc) for i, p in enumerate(payloads)]
                     or [self.letter(f"unparsed:{self.task_id}", self.task_id, None, exc)])

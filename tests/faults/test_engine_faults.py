@@ -77,11 +77,12 @@ def test_a_lost_device_gets_a_fresh_engine_process_and_the_job_completes(
         worker.stop()
 
 
-def test_lost_runs_are_read_on_a_retry_or_a_redelivery_and_a_first_delivery_skips_the_read(
+def test_a_job_at_its_lost_run_limit_is_dead_lettered_in_any_message_and_never_run(
         redis_server, prepared_random_weights, service_dir, local_store):
-    """A job's lost-run count (``worker.runtime.deliveries``) comes only from runs of its message that happened: a
-    retry, or a redelivery (kombu flags every message it puts back). A first delivery does not read it (one Redis round
-    trip less on a lone job's way); the same job's count stops it as soon as its message comes back."""
+    """A job's lost-run count (``worker.runtime.deliveries``) is read for every message that carries it: a retry, or
+    the same job sent again in a fresh message (a client that retries, a resumed producer). A job at the limit is
+    dead-lettered before it reaches an engine; a companion in the same batch runs. (The count is read while the skip
+    checks run: one round trip beside them.)"""
     from worker.constants import LOST_RUNS_KEY_PREFIX
     from worker.runtime.runner import parse_job
 
@@ -90,29 +91,23 @@ def test_lost_runs_are_read_on_a_retry_or_a_redelivery_and_a_first_delivery_skip
                      F5_MAX_LOST_RUNS="3")
     fresh = {**job("Una frase que ya murió tres veces.", "lostreads/fresh.wav"), "job_id": "fresh"}
     again = {**job("Otra frase que ya murió tres veces.", "lostreads/again.wav"), "job_id": "again"}
+    companion = {**job("Una frase sin historia.", "lostreads/companion.wav"), "job_id": "companion"}
     for counted in (fresh, again):  # as three deaths leave them
         redis_server.client().set(f"{LOST_RUNS_KEY_PREFIX}{parse_job(counted).identity()}", 3)
     worker = WorkerProcess(env, service_dir / "logs").start()
     try:
         client = plain_celery(redis_server.url)
         retried = client.send_task("f5tts.synthesize", kwargs={"job": again}, queue=queue, retries=1)
-        first = client.send_task("f5tts.synthesize", kwargs={"job": fresh}, queue=queue)
+        batch = client.send_task("f5tts.synthesize_batch", kwargs={"jobs": [fresh, companion]}, queue=queue)
         with pytest.raises(Exception, match="worker_lost"):
             retried.get(timeout=180)
-        assert letters_by_job_id(redis_server.client())["again"]["code"] == "worker_lost"
-        assert not (local_store / "lostreads" / "again.wav").exists()
-        assert first.get(timeout=180)["key"] == "lostreads/fresh.wav"
-        assert (local_store / "lostreads" / "fresh.wav").is_file()
+        with pytest.raises(Exception, match="1 of 2 jobs failed") as failure:
+            batch.get(timeout=180)
+        assert [entry["ok"] for entry in failure.value.args[1]] == [False, True]
+        letters = letters_by_job_id(redis_server.client())
+        assert letters["again"]["code"] == letters["fresh"]["code"] == "worker_lost"
+        assert "companion" not in letters
+        assert sorted(p.name for p in (local_store / "lostreads").iterdir()) == ["companion.wav"]
+        assert "exited with code" not in worker.log()  # no engine was put at risk
     finally:
         worker.stop()
-
-
-def test_a_message_ran_before_when_kombu_put_it_back_or_it_is_a_retry():
-    from types import SimpleNamespace
-
-    from worker.tasks import _ran_before
-
-    assert not _ran_before(SimpleNamespace(delivery_info={"redelivered": False}, retries=0))
-    assert not _ran_before(SimpleNamespace(delivery_info=None, retries=None))
-    assert _ran_before(SimpleNamespace(delivery_info={"redelivered": True}, retries=0))
-    assert _ran_before(SimpleNamespace(delivery_info={}, retries=2))

@@ -22,8 +22,8 @@ from vine import promise
 
 #: How long a buffered task event waits before the loop publishes it with those buffered meanwhile.
 EVENTS_AFTER_S = 0.025
-#: A flush scheduled this long ago and still not run is taken as lost (the loop was rebuilt after a lost
-#: connection, and its timers with it): the next event schedules one again.
+#: A flush scheduled this long ago and still not run is taken as lost (a defence: kombu keeps a loop's timers across a
+#: reconnection, but a flag that outlived its flush would silence Flower for good): the next event schedules one.
 FLUSH_LOST_AFTER_S = 1.0
 
 
@@ -57,6 +57,13 @@ class Consumer(CeleryConsumer):
         with self._events_lock:
             self._events_flush_at = None  # events buffered from here on schedule the next flush
         self._flush_events()
+
+    def on_close(self) -> None:
+        """The connection is closing (a reconnection follows, or the end): what is buffered goes now. Celery carries
+        a dispatcher's unsent events over to the next one only if a publish failed, not those still buffered."""
+        with contextlib.suppress(Exception):  # a broker that is gone: the dispatcher keeps them to send after
+            self._flush_events()
+        super().on_close()
 
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):  # a broker gone by now loses the last events, as Celery's would

@@ -103,10 +103,8 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
     storage = by_url(settings.storage.storage_url, settings.storage)
     lost_runs = LostRuns.for_results(settings.broker)
     # Redis bookkeeping off the engines' readers and off a job's way to its result, in the order it was asked for:
-    # passes' starts at once (a pass that kills the whole worker must have been counted), their ends and a stored job's
-    # counts and dead letters a moment later, on one thread, in that order (a pass's end arrives with its results, and
-    # its round trip would compete with them for the interpreter; a worker that dies in that moment leaves the count
-    # raised, and the job, if it was not stored, runs alone next time)
+    # passes' starts and ends at once (a retry, which may be published at once, reads them), a stored job's counts and
+    # dead letters cleared a moment later
     ledger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-ledger")
     tidy = tidy_later(ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5-tidy"))
 
@@ -117,7 +115,7 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
     engines = EngineHost(settings.engine, devices if devices is not None else engine_devices(settings),
                          max_wait_s=settings.engine.batch_wait_ms / 1000 if gather else 0.0,
                          on_started=lambda keys: ledger.submit(lost_runs.started, keys),
-                         on_pass_ended=lambda keys: tidy(lost_runs.ended, keys),
+                         on_pass_ended=lambda keys: ledger.submit(lost_runs.ended, keys),
                          on_lost=lost, on_pass=metrics.on_pass)
     engines.start(timeout_s=settings.broker.proc_alive_timeout)
     metrics.serve(settings.metrics.port, settings.metrics.addr)

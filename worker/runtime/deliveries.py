@@ -4,9 +4,8 @@ A job that crashes the process running it (a segfault in native code, an OOM kil
 retried or redelivered forever, each time costing an engine restart and taking its companions down with it. Each job
 id has a counter in Redis (with an expiry): it goes up when a pass holding the job starts, and back down when the
 pass ends, whatever its outcome. A pass that never ends, because its engine process or the whole worker died, leaves
-the count raised. The message's next delivery reads it (kombu flags a message it puts back as redelivered, and a
-retry is counted in the message; a first delivery skips the read, so a job sent again in a new message, by a resumed
-producer say, runs once before its count is read again):
+the count raised. The next delivery reads it (the message put back, a retry, or the job sent again in a new message by
+a client or a resumed producer):
 
 - 0: the job runs normally;
 - 1 to N-1: the job runs in passes of its own, so that it cannot take companions down again;
@@ -22,6 +21,8 @@ output and content, ``Job.identity``), never by the id a caller chose, so unrela
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from worker.broker.redis import RedisBookkeeping
 from worker.constants import LOST_RUNS_KEY_PREFIX, RUN_ALONE_KEY_PREFIX
@@ -61,16 +62,42 @@ class LostRuns(RedisBookkeeping):
 
     def history(self, job_ids: list[str]) -> dict[str, tuple[int, bool]]:
         """Per job with any history: (lost runs, must run alone). One round trip."""
+        return self.ask_history(job_ids)()
+
+    def ask_history(self, job_ids: list[str]) -> Callable[[], dict[str, tuple[int, bool]]]:
+        """``history``, asked now and answered when called: the caller's own work meanwhile (a job's skip check and
+        reference) overlaps the round trip instead of following it. Call the answer exactly once: it gives the
+        connection back. A Redis that cannot answer means no history (the job runs), as it always has."""
         if not self.enabled or not job_ids:
-            return {}
+            return dict
+        pool = self._client.connection_pool
         try:
-            values = self._client.mget(self._keys(job_ids) + [f"{RUN_ALONE_KEY_PREFIX}{i}" for i in job_ids])
+            connection: Any = pool.get_connection()  # redis-py leaves its methods untyped
         except Exception as exc:
             log.warning("could not read lost-run counts: %s", exc)
-            return {}
-        lost, alone = values[: len(job_ids)], values[len(job_ids) :]
-        return {job_id: (max(0, int(count or 0)), bool(flag))
-                for job_id, count, flag in zip(job_ids, lost, alone, strict=True) if count or flag}
+            return dict
+        try:
+            connection.send_command("MGET", *self._keys(job_ids), *(f"{RUN_ALONE_KEY_PREFIX}{i}" for i in job_ids))
+        except Exception as exc:
+            connection.disconnect()
+            pool.release(connection)
+            log.warning("could not read lost-run counts: %s", exc)
+            return dict
+
+        def answer() -> dict[str, tuple[int, bool]]:
+            try:
+                values = connection.read_response()
+            except Exception as exc:
+                connection.disconnect()  # its reply may still be on its way: never read by another command
+                log.warning("could not read lost-run counts: %s", exc)
+                return {}
+            finally:
+                pool.release(connection)
+            lost, alone = values[: len(job_ids)], values[len(job_ids) :]
+            return {job_id: (max(0, int(count or 0)), bool(flag))
+                    for job_id, count, flag in zip(job_ids, lost, alone, strict=True) if count or flag}
+
+        return answer
 
     def run_alone(self, job_ids: list[str]) -> None:
         """These jobs overran their time limit in shared passes: their next run is alone."""

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from worker.engine.engine import Engine, PassResult
     from worker.engine.types import SynthesisRequest
-    from worker.runtime.pipes import Line
+    from worker.runtime.pipes import Duplex
     from worker.runtime.scheduler import Pass, Ticket
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _guarded(loop: Callable[[], None], name: str) -> Callable[[], None]:
     return run
 
 
-def main(conn: Line, config: dict[str, Any], env: dict[str, str], name: str,
+def main(conn: Duplex, config: dict[str, Any], env: dict[str, str], name: str,
          max_wait_s: float) -> None:
     """Entry point of the spawned process."""
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES and thread counts, before torch is imported
@@ -133,7 +133,7 @@ def main(conn: Line, config: dict[str, Any], env: dict[str, str], name: str,
 
 
 class EngineServer:
-    def __init__(self, engine: Engine, conn: Line, max_wait_s: float) -> None:
+    def __init__(self, engine: Engine, conn: Duplex, max_wait_s: float) -> None:
         from worker.runtime.scheduler import PassScheduler
 
         self.engine = engine

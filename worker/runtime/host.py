@@ -39,7 +39,7 @@ from worker.errors import (
     SharedTimeLimitError,
     TransientError,
 )
-from worker.runtime.pipes import Line, line_pair
+from worker.runtime.pipes import Duplex, line_pair
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
@@ -77,7 +77,7 @@ class EngineProcess:
         self.restarts = 0
         self._send_lock = threading.Lock()
         self.process: SpawnProcess | None = None  # set by start()
-        self.conn: Line | None = None
+        self.conn: Duplex | None = None
         self.reader: threading.Thread | None = None
         # Clip digests this process has been sent: later requests in that voice cross the pipe without the clip's
         # bytes. A fresh process starts with none; one that evicted a clip asks for it again ("voice_missing").
@@ -110,7 +110,7 @@ class EngineProcess:
                 raise BrokenPipeError(f"{self.name} has not been started")
             self.conn.send(message)
 
-    def _read(self, conn: Line, process: SpawnProcess) -> None:
+    def _read(self, conn: Duplex, process: SpawnProcess) -> None:
         while True:
             try:
                 message = conn.recv()

@@ -4,19 +4,32 @@ multiprocessing's duplex ``Pipe`` is a Unix socket pair, whose buffer is smaller
 kB of 16-bit samples): a result crosses in pieces, each a wake-up of the reader and then of the writer. A pipe widened
 to ``PIPE_BYTES`` (``F_SETPIPE_SZ``; 1 MiB is the most Linux lets an unprivileged process ask by default) takes it in
 one write. On the 2-core development machine, a 240 kB message sent after an idle pause arrived in 0.63 ms through the
-widened pipe and in 0.85 ms through the socket pair (median of 55). Where a pipe cannot be widened, it works as is.
+widened pipe and in 0.85 ms through the socket pair (median of 55). Where the pipes cannot be widened, the line is a
+socket pair, as before.
 
 Closing works as with ``Pipe``: a process that dies closes its ends, and the other side's ``recv`` raises EOFError.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
+import logging
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 PIPE_BYTES = 1 << 20
+
+
+class Duplex(Protocol):
+    """What the worker and an engine process use of their line: a ``Line``, or a duplex ``Connection``."""
+
+    def send(self, message: Any) -> None: ...
+
+    def recv(self) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 class Line:
@@ -37,12 +50,19 @@ class Line:
         self.sending.close()
 
 
-def line_pair(context: Any) -> tuple[Line, Line]:
+def line_pair(context: Any) -> tuple[Duplex, Duplex]:
     """The two sides of a new line (``context``: a multiprocessing context): one for this process, one to hand to the
-    process it starts (then closed here)."""
+    process it starts (then closed here). Where the pipes cannot be widened (not Linux, or a lower
+    ``fs.pipe-max-size``), multiprocessing's socket pair, whose buffer is still larger than a plain pipe's."""
     to_first, from_second = context.Pipe(duplex=False)  # (reading end, writing end)
     to_second, from_first = context.Pipe(duplex=False)
-    for reading in (to_first, to_second):
-        with contextlib.suppress(OSError, AttributeError):  # refused (a lower limit), or not Linux: as it is
+    try:
+        for reading in (to_first, to_second):
             fcntl.fcntl(reading.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (OSError, AttributeError) as exc:
+        for end in (to_first, from_second, to_second, from_first):
+            end.close()
+        log.warning("engine pipes cannot be widened to %d bytes (%s); using a socket pair", PIPE_BYTES, exc)
+        first, second = context.Pipe()
+        return first, second
     return Line(to_first, from_first), Line(to_second, from_second)

@@ -167,9 +167,7 @@ class JobRunner:
                             clip.sha256)
 
     def run(self, payloads: Sequence[object], queue_s: float | None = None,
-            limits: RunLimits = RunLimits(), ran_before: bool = True) -> list[JobOutcome]:
-        """``ran_before``: the message may have been run already (redelivered, or a retry). Only then can its jobs have
-        lost runs or a mark to run alone, and are these read from Redis: a first delivery saves the round trip."""
+            limits: RunLimits = RunLimits()) -> list[JobOutcome]:
         outcomes: list[JobOutcome | None] = [None] * len(payloads)
         jobs: list[tuple[int, Job]] = []
         for index, payload in enumerate(payloads):
@@ -180,7 +178,7 @@ class JobRunner:
         unique, copies = _deduplicated(jobs)
         claimed = self._claim([job for _, job in unique])
         try:
-            self._run(unique, outcomes, queue_s, limits, ran_before)
+            self._run(unique, outcomes, queue_s, limits)
         finally:
             for key in claimed:
                 self.in_flight.release(key)
@@ -198,20 +196,31 @@ class JobRunner:
         return claimed
 
     def _run(self, jobs: list[tuple[int, Job]], outcomes: list[JobOutcome | None], queue_s: float | None,
-             limits: RunLimits, ran_before: bool) -> None:
-        history = self.lost_runs.history([job.identity() for _, job in jobs]) if ran_before else {}
-        ready: list[tuple[int, Job, Reference, bool]] = []
+             limits: RunLimits) -> None:
+        # the lost-run history is asked first and read after every job's skip check and reference: one round trip
+        # that overlaps them
+        history = self.lost_runs.ask_history([job.identity() for _, job in jobs])
+        checked: list[tuple[int, Job, JobOutcome | Reference]] = []
         checks: dict[int, float] = {}
-        for index, job in jobs:  # every job's skip check and reference first, so they reach the engine together
-            lost, alone = history.get(job.identity(), (0, False))
-            started = time.perf_counter()
-            try:
-                prepared = self._before_engine(job, lost, queue_s)
-                checks[index] = time.perf_counter() - started
-            except Exception as exc:  # a bug, not the job's fault: this job fails alone, its companions go on
-                log.exception("job %s failed before synthesis", job.resolved_job_id())
-                prepared = self._outcome(job, error=_internal(exc))
-            if isinstance(prepared, JobOutcome):
+        try:
+            for index, job in jobs:  # every job's skip check and reference first, so they reach the engine together
+                started = time.perf_counter()
+                try:
+                    checked.append((index, job, self._before_engine(job, queue_s)))
+                    checks[index] = time.perf_counter() - started
+                except Exception as exc:  # a bug, not the job's fault: this job fails alone, its companions go on
+                    log.exception("job %s failed before synthesis", job.resolved_job_id())
+                    checked.append((index, job, self._outcome(job, error=_internal(exc))))
+        finally:
+            lost_runs = history()
+        ready: list[tuple[int, Job, Reference, bool]] = []
+        for index, job, prepared in checked:
+            lost, alone = lost_runs.get(job.identity(), (0, False))
+            if lost >= self.max_lost_runs:  # whatever else its checks found: it is not run again
+                outcomes[index] = self._outcome(job, error=WorkerLostError(
+                    f"the process running this job died {lost} times (F5_MAX_LOST_RUNS={self.max_lost_runs}); it is "
+                    "not run again"))
+            elif isinstance(prepared, JobOutcome):
                 outcomes[index] = prepared
             else:
                 ready.append((index, job, prepared, alone or lost > 0))
@@ -229,13 +238,8 @@ class JobRunner:
                 log.exception("job %s failed after synthesis", job.resolved_job_id())
                 outcomes[index] = self._outcome(job, error=_internal(exc))
 
-    def _before_engine(self, job: Job, lost: int, queue_s: float | None) -> JobOutcome | Reference:
-        """Skipped (already stored), dead (lost too often), unreachable storage or a bad reference; else the clip the
-        job runs with."""
-        if lost >= self.max_lost_runs:
-            return self._outcome(job, error=WorkerLostError(
-                f"the process running this job died {lost} times (F5_MAX_LOST_RUNS={self.max_lost_runs}); it is "
-                "not run again"))
+    def _before_engine(self, job: Job, queue_s: float | None) -> JobOutcome | Reference:
+        """Skipped (already stored), unreachable storage or a bad reference; else the clip the job runs with."""
         try:
             clip = self.references.get(job.voice.ref_audio, job.voice.sha256)
             return self._already_stored(job, clip, queue_s) or clip
