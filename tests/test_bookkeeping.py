@@ -116,6 +116,16 @@ def test_readers_in_the_writing_process_see_audio_whole_while_its_flush_is_slow(
     assert storage.get("a/b.wav") == b"SECOND TAKE" and storage.head("a/b.wav").metadata[META_JOB_HASH] == "second"
 
 
+def test_a_write_whose_writer_never_settles_is_flushed_with_its_metadata_anyway(tmp_path):
+    """The flush of a ``settle_later`` write waits for its writer's ``settle`` (so that it never runs beside the job's
+    result), but not for ever: a writer that failed before it could still gets its audio flushed and described, and
+    its key freed for this process's readers."""
+    storage = LocalStorage(tmp_path)
+    storage.put("a/b.wav", b"AUDIO", {META_JOB_HASH: "h"}, settle_later=True)
+    assert storage.head("a/b.wav").metadata == {META_JOB_HASH: "h"}  # waits for the late flush
+    assert json.loads((tmp_path / ".f5meta" / "a" / "b.wav.json").read_text())["metadata"] == {META_JOB_HASH: "h"}
+
+
 def test_a_flush_the_disk_refuses_fails_the_writers_settle_and_leaves_no_metadata(tmp_path, monkeypatch):
     """An I/O error while a job's audio is flushed: ``settle`` raises (the worker then puts the job's message back in
     its queue instead of acknowledging it), and the audio stays without metadata, absent to the skip check."""

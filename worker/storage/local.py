@@ -4,11 +4,13 @@ An object's metadata is removed before its data is replaced and written after it
 cut in between leaves new data without metadata (which the skip check treats as absent, so the job runs again), never
 old data under new metadata, nor metadata over data that a power cut took.
 
-``put(..., settle_later=True)`` (a job's audio): the data is in place when ``put`` returns, readable by anyone; a
-thread of this process then flushes it to disk and writes its metadata, and the writer's ``settle()`` waits for that.
-A job's result is sent before its audio is flushed, and its message acknowledged only after
-(``worker.broker.request.ValidatedRequest.acknowledge``): the flush (about a millisecond on a quick disk) is off the
-job's way to its caller, and a power cut before the acknowledgement costs a redelivery, which finds no metadata and
+``put(..., settle_later=True)`` (a job's audio): the data is in place when ``put`` returns, readable by anyone; its
+flush to disk, and then its metadata, happen on a flush thread of this process once the writer calls ``settle()``
+(which waits for them), or ``SETTLE_AFTER_S`` later if it never does. A job's result is sent before its audio is
+flushed, and its message acknowledged only after (``worker.broker.request.ValidatedRequest.acknowledge``): the flush
+(about a millisecond on a quick disk) is off the job's way to its caller. It does not even run beside that way: a sync
+to disk running while the result's Redis round trip was out made that round trip a millisecond slower on the
+development machine (a VM). A power cut before the acknowledgement costs a redelivery, which finds no metadata and
 renders the job again. Readers in this process see the object whole at once: ``head`` waits for its metadata.
 
 A full disk, a quota, an I/O error or a permission refused are faults of the machine, not of the job: they become
@@ -25,8 +27,10 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +39,22 @@ from worker.keys import validate_key
 from worker.storage.base import ObjectInfo, ObjectNotFound
 
 META_DIR = ".f5meta"
+#: A ``settle_later`` write whose writer has not called ``settle()`` by then is flushed anyway (a writer that failed
+#: before it could): its data gets to disk and its metadata, and its key is free again for this process.
+SETTLE_AFTER_S = 0.1
+
+
+@dataclass
+class _Unsettled:
+    """A ``settle_later`` write whose flush and metadata are still to come."""
+
+    writing: Future[None]  # done once flushed with its metadata (or failed); the key is registered until then
+    key: str
+    path: Path
+    inode: int  # of the file written: a file another process put there since is not this write's to flush
+    sidecar: bytes
+    written_at: float
+    started: bool = False  # its flush was handed to the flush threads (under LocalStorage._lock)
 
 
 def _unavailable(exc: OSError, action: str, key: str) -> Exception:
@@ -85,8 +105,10 @@ class LocalStorage:
         self.url = url or self.root.as_uri()
         self._lock = threading.Lock()
         self._settling: dict[Path, Future[None]] = {}  # per key, the work on it in progress here (see _begin)
-        self._written = threading.local()  # per writing thread: what its settle() waits for
+        self._written = threading.local()  # per writing thread: what its settle() starts and waits for
+        self._unsettled: list[_Unsettled] = []  # every thread's, for the late flush of those never settled
         self._flusher: ThreadPoolExecutor | None = None
+        self._late: threading.Thread | None = None
 
     def _path(self, key: str) -> Path:
         validate_key(key, field="key")
@@ -126,36 +148,63 @@ class LocalStorage:
         try:
             self._meta_path(key).unlink(missing_ok=True)
             inode = _atomic_write(path, data, durable=False)
-            self._flushing().submit(self._settle_one, writing, key, path, inode,
-                                    self._sidecar(metadata, content_type))
         except BaseException as exc:
             self._end(path, writing)  # never left registered: later work on the key would wait for it for ever
             if isinstance(exc, OSError):
                 raise _unavailable(exc, "write", key) from exc
             raise
-        written: list[Future[None]] = self._written.__dict__.setdefault("futures", [])
-        written.append(writing)
+        unsettled = _Unsettled(writing, key, path, inode, self._sidecar(metadata, content_type), time.monotonic())
+        with self._lock:
+            self._unsettled.append(unsettled)
+            if self._late is None:
+                self._late = threading.Thread(target=self._flush_late, name="f5-flush-late", daemon=True)
+                self._late.start()
+        self._written.__dict__.setdefault("unsettled", []).append(unsettled)
 
     def settle(self) -> None:
-        """Return once what this thread wrote with ``settle_later`` is on disk with its metadata; raise
-        ``StorageUnavailableError`` if some of it could not be (its data stays, without metadata: absent to a skip
-        check, so its job runs again when it comes back)."""
-        written: list[Future[None]] = self._written.__dict__.pop("futures", [])
-        failures = [exc for exc in (future.exception() for future in written) if exc is not None]
+        """Flush what this thread wrote with ``settle_later`` (with its metadata), and return once it is on disk;
+        raise ``StorageUnavailableError`` if some of it could not be (its data stays, without metadata: absent to a
+        skip check, so its job runs again when it comes back)."""
+        written: list[_Unsettled] = self._written.__dict__.pop("unsettled", [])
+        for unsettled in written:  # side by side on the flush threads (a batch's jobs)
+            self._start_flush(unsettled)
+        failures = [exc for exc in (u.writing.exception() for u in written) if exc is not None]
         if failures:
             raise failures[0]
 
-    def _settle_one(self, writing: Future[None], key: str, path: Path, inode: int, sidecar: bytes) -> None:
+    def _start_flush(self, unsettled: _Unsettled) -> None:
+        with self._lock:
+            if unsettled.started:
+                return
+            unsettled.started = True
+            self._unsettled.remove(unsettled)
+        try:
+            self._flushing().submit(self._settle_one, unsettled)
+        except RuntimeError:  # the interpreter is shutting down and takes no new work: flushed here
+            self._settle_one(unsettled)
+
+    def _flush_late(self) -> None:
+        """Flushes the writes nobody settled within ``SETTLE_AFTER_S``; looks every ``SETTLE_AFTER_S / 2``."""
+        while True:
+            time.sleep(SETTLE_AFTER_S / 2)
+            due_before = time.monotonic() - SETTLE_AFTER_S
+            with self._lock:
+                late = [u for u in self._unsettled if u.written_at <= due_before]
+            for unsettled in late:
+                self._start_flush(unsettled)
+
+    def _settle_one(self, unsettled: _Unsettled) -> None:
+        writing, path = unsettled.writing, unsettled.path
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
-                if os.fstat(fd).st_ino == inode:  # else another process wrote the key since: its metadata is its own
+                if os.fstat(fd).st_ino == unsettled.inode:  # else another process wrote the key since: its own metadata
                     os.fsync(fd)
-                    _atomic_write(self._meta_path(key), sidecar, durable=False)
+                    _atomic_write(self._meta_path(unsettled.key), unsettled.sidecar, durable=False)
             finally:
                 os.close(fd)
         except OSError as exc:
-            writing.set_exception(_unavailable(exc, "flush", key))
+            writing.set_exception(_unavailable(exc, "flush", unsettled.key))
         except BaseException as exc:
             writing.set_exception(exc)
         else:
