@@ -30,7 +30,7 @@ def host():
 def test_a_job_whose_pass_ended_is_not_blamed_when_the_next_pass_kills_the_process(host):
     engines, engine, events = host
     engine._handle(("started", [1]))
-    engine._handle(("ended", [1]))  # its waveforms are being finished, its result not yet sent
+    engine._handle(("ended", [1], None))  # its waveforms are being finished, its result not yet sent
     engine._handle(("started", [2]))
     engines._engine_died(engine, -9)
     assert events["lost"] == [["poison"]]
@@ -43,7 +43,7 @@ def test_every_pass_of_a_job_counts_and_each_is_balanced(host):
     futures = {ticket: engine.pending[ticket].future for ticket in (1, 2, 3)}
     for _ in range(2):  # a job of two chunks: two passes
         engine._handle(("started", [1, 3]))
-        engine._handle(("ended", [1, 3]))
+        engine._handle(("ended", [1, 3], None))
     engine._handle(("done", 1, []))
     assert events["started"] == [["innocent", "waiting"]] * 2 and events["ended"] == events["started"]
     assert futures[1].result(0) == []

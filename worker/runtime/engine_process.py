@@ -312,8 +312,10 @@ class EngineServer:
         except Exception as exc:
             result = exc
         # Over, whatever its outcome: its jobs no longer risk this process through it (a job that dies with the
-        # process later, waiting or being finished, did not kill it). Sent before any of their results.
-        self.send(("ended", tickets))
+        # process later, waiting or being finished, did not kill it). Sent before any of their results, with the
+        # pass's statistics if it ran: the worker records them while this process finishes the audio, not beside
+        # its jobs' way to their results.
+        self.send(("ended", tickets, None if isinstance(result, Exception) else self._statistics(chosen, result, idle)))
         if isinstance(result, PassCancelled):
             log.warning("pass of %d rows stopped: %s", chosen.plan.size, result)
             return
@@ -334,14 +336,20 @@ class EngineServer:
             # finishing with the next pass, and there is none)
             self._deliver(finished[0])
         else:
-            for ticket in finished:  # results first: a lone job does not wait for the statistics
+            for ticket in finished:
                 self._outbox.put(ticket)
-        self._outbox.put(("pass", {
-            "rows": chosen.plan.size, "padded_frames": result.padded_frames,
-            "frames": sum(item.frames for item in chosen.plan.items), "seconds": result.seconds,
-            "idle_s": idle, "recompiles": result.recompiles, "memory": _device_memory(self.engine.device),
-            "voices": len({ticket.requests[r].voice.sha256 or id(ticket.requests[r].voice.audio)
-                           for ticket, r, _ in chosen.entries})}))
+
+    def _statistics(self, chosen: Pass, result: PassResult, idle: float) -> dict[str, Any] | None:
+        """What the worker's metrics say about a pass; None if it cannot be said (the pass's end is sent anyway)."""
+        try:
+            return {"rows": chosen.plan.size, "padded_frames": result.padded_frames,
+                    "frames": sum(item.frames for item in chosen.plan.items), "seconds": result.seconds,
+                    "idle_s": idle, "recompiles": result.recompiles, "memory": _device_memory(self.engine.device),
+                    "voices": len({ticket.requests[r].voice.sha256 or id(ticket.requests[r].voice.audio)
+                                   for ticket, r, _ in chosen.entries})}
+        except Exception:
+            log.exception("the statistics of a pass of %d rows could not be taken", chosen.plan.size)
+            return None
 
     def _send_loop(self) -> None:
         while True:

@@ -133,11 +133,11 @@ class EngineProcess:
         elif kind == "started":
             if keys := self._mark_in_pass(message[1], True):
                 self.host.on_started(keys)
-        elif kind == "ended":
+        elif kind == "ended":  # (tickets, the pass's statistics, or None if it failed)
             if keys := self._mark_in_pass(message[1], False):
                 self.host.on_pass_ended(keys)
-        elif kind == "pass":
-            self.host.on_pass(message[1])
+            if message[2] is not None:
+                self.host.on_pass(message[2])
         elif kind == "fault":
             log.critical("%s lost its device: %s", self.name, message[1])
         elif kind == "voice_missing":
