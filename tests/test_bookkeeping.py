@@ -220,3 +220,24 @@ def test_the_fingerprint_follows_the_checkpoints_bytes(engine_settings, tmp_path
     second = load(engine_settings.model_copy(update={"ckpt_file": str(changed)}))
     assert first.preset.name == second.preset.name and first.fingerprint != second.fingerprint
     assert os.path.getsize(changed) > 0
+
+
+def test_a_lost_run_count_asked_beside_the_skip_check_survives_a_dropped_connection(redis_server):
+    """The worker asks a job's lost-run history before its skip check and reads it after, on a connection of its own
+    from the client's pool. One that dropped since its last use (Redis restarted between two jobs) must not read as "no
+    history", which would run a poison job again. (A drop between the question and the answer reads again through the
+    client, with its retries: ``LostRuns.ask_history``.)"""
+    from worker.constants import LOST_RUNS_KEY_PREFIX, RUN_ALONE_KEY_PREFIX
+    from worker.runtime.deliveries import LostRuns
+
+    client = redis_server.client()
+    client.set(f"{LOST_RUNS_KEY_PREFIX}dropped-a", 3)
+    client.set(f"{RUN_ALONE_KEY_PREFIX}dropped-b", 1)
+    runs = LostRuns(redis_server.url)
+    assert runs.history(["dropped-a", "dropped-b", "dropped-c"]) == {"dropped-a": (3, False), "dropped-b": (0, True)}
+    client.client_kill_filter(_type="normal", skipme=True)  # the pooled connection that read it, among others
+    answer = runs.ask_history(["dropped-a", "dropped-b", "dropped-c"])
+    assert answer() == {"dropped-a": (3, False), "dropped-b": (0, True)}
+    with pytest.raises(RuntimeError):
+        answer()  # once: its connection went back to the pool
+    client.delete(f"{LOST_RUNS_KEY_PREFIX}dropped-a", f"{RUN_ALONE_KEY_PREFIX}dropped-b")

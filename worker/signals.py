@@ -167,7 +167,7 @@ def start_child_engine(**_: Any) -> None:
         return
     from worker.runtime.context import build_context, set_context
 
-    set_context(build_context(settings, gather=False, devices=[None]))
+    set_context(build_context(settings, gather=False, devices=[None], acknowledges=False))
 
 
 @signals.worker_process_shutdown.connect

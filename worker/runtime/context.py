@@ -91,12 +91,15 @@ def rows_per_pass(settings: Settings) -> int:
     return min(engine.max_batch, engine.cpu_rows_per_pass) if on_cpu else engine.max_batch
 
 
-def build_context(settings: Settings, gather: bool, devices: list[str | None] | None = None) -> WorkerContext:
+def build_context(settings: Settings, gather: bool, devices: list[str | None] | None = None,
+                  acknowledges: bool = True) -> WorkerContext:
     """Start the engines and wire them to storage and Redis bookkeeping.
 
     ``gather``: tasks run in many threads (the default ``threads`` pool), so a part-full pass may wait
     ``F5_BATCH_WAIT_MS`` for companions; with one task at a time (``solo``, a ``prefork`` child) nothing is worth
-    waiting for. ``devices``: the engine processes to start (default: ``engine_devices``).
+    waiting for. ``devices``: the engine processes to start (default: ``engine_devices``). ``acknowledges``: this
+    process acknowledges its tasks' messages (the threads and solo pools), so a job's audio may be flushed to disk
+    after its result, before the acknowledgement; a prefork child's parent acknowledges, and cannot wait for that.
     """
     from worker.runtime import metrics
 
@@ -120,8 +123,10 @@ def build_context(settings: Settings, gather: bool, devices: list[str | None] | 
     engines.start(timeout_s=settings.broker.proc_alive_timeout)
     metrics.serve(settings.metrics.port, settings.metrics.addr)
     references = ReferenceStore(storage, settings.storage.voices_dir, settings.storage.max_reference_bytes)
+    # a stored job's lost-run count is cleared a moment later, on the ledger after the pass's end it follows (a count
+    # lowered after its key was deleted would come back below zero)
     runner = JobRunner(engines, storage, references, lost_runs, settings.broker.max_lost_runs,
-                       background=tidy)
+                       background=lambda work, *args: tidy(ledger.submit, work, *args), settle_later=acknowledges)
     return WorkerContext(settings, storage, engines, runner, DeadLetters.for_results(settings.broker),
                          ChapterTracker.for_results(settings.broker), Health(engines.ready_engines),
                          TakeRecords.for_results(settings.broker), background=tidy)

@@ -66,38 +66,52 @@ class LostRuns(RedisBookkeeping):
 
     def ask_history(self, job_ids: list[str]) -> Callable[[], dict[str, tuple[int, bool]]]:
         """``history``, asked now and answered when called: the caller's own work meanwhile (a job's skip check and
-        reference) overlaps the round trip instead of following it. Call the answer exactly once: it gives the
-        connection back. A Redis that cannot answer means no history (the job runs), as it always has."""
+        reference) overlaps the round trip instead of following it. Call the answer once: it gives the connection
+        back. If the overlapped read fails (a stale connection, a failover), the answer reads again through the
+        client, with its retries; a Redis that cannot answer at all means no history (the job runs), as always."""
         if not self.enabled or not job_ids:
             return dict
+        keys = [*self._keys(job_ids), *(f"{RUN_ALONE_KEY_PREFIX}{i}" for i in job_ids)]
         pool = self._client.connection_pool
+        connection: Any = None  # redis-py leaves its connections' methods untyped
         try:
-            connection: Any = pool.get_connection()  # redis-py leaves its methods untyped
-        except Exception as exc:
-            log.warning("could not read lost-run counts: %s", exc)
-            return dict
-        try:
-            connection.send_command("MGET", *self._keys(job_ids), *(f"{RUN_ALONE_KEY_PREFIX}{i}" for i in job_ids))
-        except Exception as exc:
-            connection.disconnect()
-            pool.release(connection)
-            log.warning("could not read lost-run counts: %s", exc)
-            return dict
+            connection = pool.get_connection()
+            connection.send_command("MGET", *keys)
+        except Exception:
+            self._discard(pool, connection)
+            connection = None
+        answered = False
 
         def answer() -> dict[str, tuple[int, bool]]:
-            try:
-                values = connection.read_response()
-            except Exception as exc:
-                connection.disconnect()  # its reply may still be on its way: never read by another command
-                log.warning("could not read lost-run counts: %s", exc)
-                return {}
-            finally:
-                pool.release(connection)
+            nonlocal answered
+            if answered:
+                raise RuntimeError("a lost-run history is answered once")
+            answered = True
+            values = None
+            if connection is not None:
+                try:
+                    values = connection.read_response()
+                except Exception:
+                    self._discard(pool, connection)  # its reply may still come: never read by another command
+                else:
+                    pool.release(connection)
+            if values is None:
+                try:
+                    values = self._client.mget(keys)
+                except Exception as exc:
+                    log.warning("could not read lost-run counts: %s", exc)
+                    return {}
             lost, alone = values[: len(job_ids)], values[len(job_ids) :]
             return {job_id: (max(0, int(count or 0)), bool(flag))
                     for job_id, count, flag in zip(job_ids, lost, alone, strict=True) if count or flag}
 
         return answer
+
+    @staticmethod
+    def _discard(pool: Any, connection: Any) -> None:
+        if connection is not None:
+            connection.disconnect()
+            pool.release(connection)
 
     def run_alone(self, job_ids: list[str]) -> None:
         """These jobs overran their time limit in shared passes: their next run is alone."""

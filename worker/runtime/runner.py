@@ -151,8 +151,11 @@ class JobRunner:
     """Runs jobs on the worker's engines and one storage. One per worker process, shared by its task threads."""
 
     def __init__(self, engines: Engines, storage: Storage, references: ReferenceStore, lost_runs: LostRuns,
-                 max_lost_runs: int = 3, background: Callable[..., object] | None = None) -> None:
+                 max_lost_runs: int = 3, background: Callable[..., object] | None = None,
+                 settle_later: bool = True) -> None:
         self.engines = engines
+        # a job's audio durable after its result, by the acknowledgement (worker.broker.request), not before it
+        self.settle_later = settle_later
         # bookkeeping the job's result need not wait for (a thread, in order); run at once without one
         self.background = background or run_now
         self.storage = storage
@@ -275,7 +278,8 @@ class JobRunner:
                                   check_s)
         except (BadInputError, TransientError) as exc:
             return self._failed(job, exc)
-        # after the pass's own 'ended' count on the same thread: nothing re-raises the count once it is cleared
+        # a moment later, on the ledger after the pass's own 'ended' count: nothing re-raises the count once it is
+        # cleared
         self.background(self.lost_runs.forget, [job.identity()])
         return outcome
 
@@ -307,7 +311,7 @@ class JobRunner:
         encoded = time.perf_counter()
         metadata = self._metadata(job, clip, output, data)
         # durable by the time the task's message is acknowledged, not before the result (F5Task.settle_before_ack)
-        self.storage.put(job.store_key(), data, metadata, content_type="audio/wav", settle_later=True)
+        self.storage.put(job.store_key(), data, metadata, content_type="audio/wav", settle_later=self.settle_later)
         upload_s = time.perf_counter() - encoded
         info = ObjectInfo(job.store_key(), len(data), metadata)
         result = self._result(job, info, queue_s, output.inference_s, upload_s, skipped=False,

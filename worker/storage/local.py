@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ from typing import BinaryIO
 from worker.errors import BadInputError, StorageUnavailableError
 from worker.keys import validate_key
 from worker.storage.base import ObjectInfo, ObjectNotFound
+
+log = logging.getLogger(__name__)
 
 META_DIR = ".f5meta"
 #: A ``settle_later`` write whose writer has not called ``settle()`` by then is flushed anyway (a writer that failed
@@ -180,18 +183,23 @@ class LocalStorage:
             self._unsettled.remove(unsettled)
         try:
             self._flushing().submit(self._settle_one, unsettled)
-        except RuntimeError:  # the interpreter is shutting down and takes no new work: flushed here
+        except BaseException:  # no new work taken (the interpreter is shutting down): flushed here, never left
             self._settle_one(unsettled)
 
     def _flush_late(self) -> None:
-        """Flushes the writes nobody settled within ``SETTLE_AFTER_S``; looks every ``SETTLE_AFTER_S / 2``."""
+        """Flushes the writes nobody settled within ``SETTLE_AFTER_S``; looks every ``SETTLE_AFTER_S / 2`` (a look
+        with nothing late costs a few microseconds; waking it at each write instead would add a thread's wake-up to
+        every job's way)."""
         while True:
             time.sleep(SETTLE_AFTER_S / 2)
             due_before = time.monotonic() - SETTLE_AFTER_S
             with self._lock:
                 late = [u for u in self._unsettled if u.written_at <= due_before]
             for unsettled in late:
-                self._start_flush(unsettled)
+                try:
+                    self._start_flush(unsettled)
+                except Exception:  # never the end of this thread: the next write's flush would never come
+                    log.exception("flushing %s late failed", unsettled.key)
 
     def _settle_one(self, unsettled: _Unsettled) -> None:
         writing, path = unsettled.writing, unsettled.path
