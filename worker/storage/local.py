@@ -47,7 +47,7 @@ META_DIR = ".f5meta"
 SETTLE_AFTER_S = 0.1
 
 
-@dataclass
+@dataclass(eq=False)  # one per write, hashed by identity: LocalStorage keeps those not yet flushing in a set
 class _Unsettled:
     """A ``settle_later`` write whose flush and metadata are still to come."""
 
@@ -57,7 +57,6 @@ class _Unsettled:
     inode: int  # of the file written: a file another process put there since is not this write's to flush
     sidecar: bytes
     written_at: float
-    started: bool = False  # its flush was handed to the flush threads (under LocalStorage._lock)
 
 
 def _unavailable(exc: OSError, action: str, key: str) -> Exception:
@@ -109,7 +108,7 @@ class LocalStorage:
         self._lock = threading.Lock()
         self._settling: dict[Path, Future[None]] = {}  # per key, the work on it in progress here (see _begin)
         self._written = threading.local()  # per writing thread: what its settle() starts and waits for
-        self._unsettled: list[_Unsettled] = []  # every thread's, for the late flush of those never settled
+        self._unsettled: set[_Unsettled] = set()  # every thread's writes whose flush has not started yet
         self._flusher: ThreadPoolExecutor | None = None
         self._late: threading.Thread | None = None
 
@@ -158,7 +157,7 @@ class LocalStorage:
             raise
         unsettled = _Unsettled(writing, key, path, inode, self._sidecar(metadata, content_type), time.monotonic())
         with self._lock:
-            self._unsettled.append(unsettled)
+            self._unsettled.add(unsettled)
             if self._late is None:
                 self._late = threading.Thread(target=self._flush_late, name="f5-flush-late", daemon=True)
                 self._late.start()
@@ -177,9 +176,8 @@ class LocalStorage:
 
     def _start_flush(self, unsettled: _Unsettled) -> None:
         with self._lock:
-            if unsettled.started:
-                return
-            unsettled.started = True
+            if unsettled not in self._unsettled:
+                return  # started already (by its writer's settle, or late)
             self._unsettled.remove(unsettled)
         try:
             self._flushing().submit(self._settle_one, unsettled)
