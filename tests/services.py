@@ -214,15 +214,22 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             text = self.log_path.read_text(errors="replace")[self._offset:]
-            engines = "engine ready in" in text or self.env.get("F5_WORKER_ROLE") in ("assembler", "qa")
+            engines = text.count("engine ready in") >= self._engine_owners() or \
+                self.env.get("F5_WORKER_ROLE") in ("assembler", "qa")
             return engines and " ready." in text
 
         wait_until(ready, timeout, f"worker {self.name} to start its engines", interval=0.25)
 
+    def _engine_owners(self) -> int:
+        """How many processes start engines: each prefork pool child (``--pool processes``), else the worker."""
+        args = " ".join(self.extra_args)
+        return (self.concurrency or 1) if "--pool processes" in args or "-P processes" in args else 1
+
     def children(self) -> list[psutil.Process]:
-        """The engine processes (those that run the model): spawned children, not multiprocessing's helpers."""
+        """The engine processes (those that run the model, a prefork child's too): spawned descendants, not
+        multiprocessing's helpers."""
         found = []
-        for child in psutil.Process(self.process.pid).children():
+        for child in psutil.Process(self.process.pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 if "spawn_main" in " ".join(child.cmdline()):
                     found.append(child)

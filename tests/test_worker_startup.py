@@ -82,17 +82,60 @@ def test_worker_refuses_to_start_with_a_broken_engine_config(redis_server, prepa
     assert code != 0 and needle in worker.log()
 
 
+@pytest.mark.parametrize("pool", [[], ["--pool", "processes", "-c", "2"]], ids=["threads", "prefork"])
 def test_worker_stops_when_a_pool_process_cannot_build_its_engine(redis_server, prepared_random_weights, service_dir,
-                                                                  tmp_path):
+                                                                  tmp_path, pool):
+    """The engine fails to build in the worker (threads) or in a pool child (prefork: Celery only logs what a child's
+    start-up signal raises, and the child would take jobs it cannot run)."""
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"this is not a checkpoint")
     env = worker_env(redis_server.url, f"file://{tmp_path}", prepared_random_weights, F5_CKPT_FILE=str(broken))
-    worker = WorkerProcess(env, service_dir / "logs").start(wait=False)
+    worker = WorkerProcess(env, service_dir / "logs", extra_args=pool).start(wait=False)
     code = worker.process.wait(timeout=120)
     log = worker.log()
     assert code != 0
     assert "could not build the engine" in log and str(broken) in log
     assert "Task f5tts" not in log
+
+
+def test_prefork_children_serve_with_an_engine_each(redis_server, prepared_random_weights, service_dir, tmp_path,
+                                                    ref_wav_bytes):
+    """``--pool processes`` (prefork): each daemonic pool child starts an engine process of its own (through billiard,
+    which multiprocessing refuses from a daemonic process) and serves jobs one at a time."""
+    from tests.conftest import VOICE_KEY, job, plain_celery
+
+    (tmp_path / VOICE_KEY).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / VOICE_KEY).write_bytes(ref_wav_bytes)
+    env = worker_env(redis_server.url, f"file://{tmp_path}", prepared_random_weights, F5_QUEUE="prefork-serving")
+    worker = WorkerProcess(env, service_dir / "logs", concurrency=2, extra_args=["--pool", "processes"]).start()
+    try:
+        client = plain_celery(redis_server.url)
+        sent = [client.send_task("f5tts.synthesize", kwargs={"job": job(f"Prefork job {i}.", f"prefork/{i}.wav",
+                                                                         nfe_step=4)}, queue="prefork-serving")
+                for i in range(4)]
+        results = [result.get(timeout=180) for result in sent]
+        log, engines = worker.log(), worker.children()
+    finally:
+        worker.stop()
+    assert sorted(r["key"] for r in results) == [f"prefork/{i}.wav" for i in range(4)]
+    assert all((tmp_path / r["key"]).stat().st_size == r["bytes"] for r in results)
+    children = {line.rsplit("pool child ", 1)[1].split(";")[0] for line in log.splitlines()
+                if "engine ready in 1 engine process(es) for pool child" in line}
+    assert len(children) == 2
+    assert len(engines) == 2  # one engine process under each child; the worker started none of its own
+    assert "names Celery's default pool" not in log
+
+
+def test_pool_prefork_by_name_is_the_configured_pool_and_says_so(redis_server, prepared_random_weights, service_dir,
+                                                                 tmp_path):
+    """Celery cannot tell ``--pool prefork`` from no pool given (it takes the app's ``threads``): the worker says so
+    and names the flag that gives prefork."""
+    env = worker_env(redis_server.url, f"file://{tmp_path}", prepared_random_weights, F5_QUEUE="prefork-by-name")
+    worker = WorkerProcess(env, service_dir / "logs", extra_args=["--pool", "prefork"]).start()
+    log = worker.log()
+    worker.stop()
+    assert "this worker runs the threads pool" in log and "give --pool processes" in log
+    assert "for pool child" not in log
 
 
 def test_results_are_json(s3_worker, redis_server):

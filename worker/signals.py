@@ -15,6 +15,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from typing import Any
 
@@ -33,8 +34,9 @@ app.steps["consumer"].add(RenewVisibility)
 
 GATHERING_POOLS = ("threads",)
 SERVING_POOLS = ("threads", "solo", "prefork")
-# prefork: each child process starts its own engine process when it starts (one job at a time per child, as the
-# first design ran); kept for CPU hosts and comparisons, the threads pool is the default.
+# prefork (given as --pool processes: see _asks_for_prefork): each child process starts its own engine process when it
+# starts (one job at a time per child, as the first design ran); kept for CPU hosts and comparisons, the threads pool
+# is the default.
 PER_CHILD_POOLS = ("prefork",)
 
 
@@ -49,6 +51,18 @@ def _pool_name(pool: object) -> str:
     """``-P`` as given (a name) or as resolved (a class, named by its module): 'prefork', 'threads', 'solo', …"""
     name = str(pool if isinstance(pool, str) else getattr(pool, "__module__", "")).rsplit(".", 1)[-1]
     return {"thread": "threads"}.get(name, name)  # the threads pool lives in celery.concurrency.thread
+
+
+def _asks_for_prefork(argv: list[str]) -> bool:
+    """Whether the command line names the prefork pool, which Celery cannot tell from no pool given: it then takes
+    the configured ``worker_pool`` (threads)."""
+    for index, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--pool=") else arg[2:] if arg.startswith("-P") else None
+        if arg in ("-P", "--pool") and index + 1 < len(argv):
+            value = argv[index + 1]
+        if value == "prefork":
+            return True
+    return False
 
 
 def _synthesis() -> bool:
@@ -110,7 +124,11 @@ def preflight(sender: Any, **_: Any) -> None:  # the WorkController; its stubs l
     problems = engine_problems(settings.engine)
     pool = _pool_name(sender.pool_cls)
     if pool not in SERVING_POOLS:
-        problems.append(f"the {pool} pool cannot serve synthesis: use the default (threads), -P solo or -P prefork")
+        problems.append(f"the {pool} pool cannot serve synthesis: use the default (threads), -P solo or -P processes (prefork)")
+    if pool != "prefork" and _asks_for_prefork(sys.argv):
+        log.warning("--pool prefork names Celery's default pool, which this app sets to %s: this worker runs the %s "
+                    "pool. For prefork children, each with an engine process of its own, give --pool processes.",
+                    pool, pool)
     if problems:
         for problem in problems:
             log.critical("cannot start: %s", problem)
@@ -167,7 +185,18 @@ def start_child_engine(**_: Any) -> None:
         return
     from worker.runtime.context import build_context, set_context
 
-    set_context(build_context(settings, gather=False, devices=[None], acknowledges=False))
+    try:
+        context = build_context(settings, gather=False, devices=[None], acknowledges=False)
+    except Exception as exc:
+        # Celery logs and swallows what a worker_process_init handler raises, and the child would then take jobs
+        # it cannot run: stop the whole worker instead, non-zero (the parent reads the flag when it shuts down)
+        log.critical("could not build the engine of pool child %d, stopping the worker: %s", os.getpid(), exc)
+        if _Startup.engine_failed is not None:
+            _Startup.engine_failed.value = 1
+        os.kill(os.getppid(), signal.SIGTERM)
+        os._exit(EX_FAILURE)
+    set_context(context)
+    log.info("engine ready in 1 engine process(es) for pool child %d; one task at a time", os.getpid())
 
 
 @signals.worker_process_shutdown.connect

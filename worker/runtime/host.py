@@ -85,7 +85,7 @@ class EngineProcess:
 
     def start(self) -> None:
         self.voices = set()
-        context = multiprocessing.get_context("spawn")
+        context = _spawn_context()
         parent, child = line_pair(context)  # two pipes, each wide enough for a job's audio
         from worker.runtime.engine_process import main
 
@@ -184,6 +184,19 @@ class EngineProcess:
             pending.future.set_exception(JobTimeLimitError("the job was abandoned at its time limit"))
         else:
             pending.future.set_exception(_error(message[2]))
+
+
+def _spawn_context() -> Any:
+    """multiprocessing's ``spawn`` context; in a prefork pool child, billiard's (Celery's fork of multiprocessing).
+
+    A pool child is daemonic, and billiard has made it multiprocessing's current process: multiprocessing refuses to
+    start children from it, and will not pickle its authentication key into the new process's preparation data.
+    billiard's own ``spawn`` does both, the same way (a fresh interpreter, the same pipes)."""
+    if multiprocessing.current_process().daemon:
+        import billiard
+
+        return billiard.get_context("spawn")
+    return multiprocessing.get_context("spawn")
 
 
 def _error(portable: tuple[str, Any]) -> BaseException:
