@@ -1,6 +1,7 @@
 """On a CPU, side by side in one run: ``f5-batch synth`` against upstream's ``infer_batch_process`` (whole process, the
-same sentences and random mid-size weights), and the default worker against ``--pool prefork --concurrency 2``
-(concurrent singles, the same code, the same jobs).
+same sentences and random mid-size weights), and the default worker against prefork with concurrency 2
+(concurrent singles, the same code, the same jobs; given as ``--pool processes``, since Celery reads ``--pool prefork``
+as no pool given and takes the app's threads pool).
 
 Part A runs each contender as its own process, alternately, ``--rounds`` times: upstream one item at a time (its text
 chunking, then ``infer_batch_process``, as ``infer_process`` runs it); ``f5-batch synth`` with one row per pass and
@@ -14,6 +15,7 @@ runs a real worker both ways against a private Redis and a local folder, with th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -25,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REF_TEXT, print_table, quijote_segments, write_results
+from bench.common import REF_TEXT, RESULTS, print_table, quijote_segments, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +140,7 @@ def _throughput(env: dict, log_dir: Path, redis_url: str, jobs: int, extra: list
 
         def job(i: int) -> dict:
             return {"text": texts[i], "voice": {"ref_audio": "voices/narrador.wav", "ref_text": REF_TEXT},
-                    "output": {"key": f"{label}/{i:04d}.wav"}, "params": {"nfe_step": 16, "seed": i}}
+                    "output": {"key": f"{queue}/{i:04d}.wav"}, "params": {"nfe_step": 16, "seed": i}}
 
         for i in range(2):  # warm every process
             client.send_task("f5tts.synthesize", kwargs={"job": job(jobs + i)}, queue=queue).get(timeout=300)
@@ -170,8 +172,9 @@ def part_b(args, work: Path) -> list[dict]:
         for name in ("F5_DEVICE", "F5_CPU_ROWS_PER_PASS", "OMP_NUM_THREADS"):  # the default deployment
             base.pop(name, None)
         for round_ in range(args.rounds):
-            for label, extra, concurrency in (("default worker (threads pool)", [], None),
-                                              ("--pool prefork --concurrency 2", ["--pool", "prefork"], 2)):
+            for label, extra, concurrency in (
+                    ("default worker (threads pool)", [], None),
+                    ("prefork --concurrency 2 (--pool processes)", ["--pool", "processes"], 2)):
                 env = {**base, "F5_QUEUE": f"cpu-{round_}-{len(rows)}"}
                 rows.append(_throughput(env, work / "logs", redis.url, args.jobs, extra, label, concurrency))
     finally:
@@ -183,6 +186,18 @@ def part_b(args, work: Path) -> list[dict]:
                        "audio_s_per_s": round(statistics.median(r["audio_s_per_s"] for r in mine), 3),
                        "rounds": len(mine)})
     return merged
+
+
+def _with_earlier_parts(rows: list[dict], ran: set[str]) -> list[dict]:
+    """The rows of the parts not run this time, kept from the results file and marked with when they were measured
+    (each part's contenders are side by side within that part's own run)."""
+    path = RESULTS / "cpu.json"
+    if not path.exists():
+        return rows
+    earlier = json.loads(path.read_text())
+    kept = [{**row, "measured": row.get("measured", earlier["when"])} for row in earlier["rows"]
+            if row["part"] not in ran]
+    return sorted(kept + rows, key=lambda row: row["part"])
 
 
 def main() -> None:
@@ -199,6 +214,7 @@ def main() -> None:
         rows += part_a(args, work)
     if "B" in args.parts:
         rows += part_b(args, work)
+    rows = _with_earlier_parts(rows, {part for part in "AB" if part in args.parts})
     print_table(rows, ["part", "contender", "sentences", "jobs", "rounds", "wall_s", "audio_s", "speed_vs_upstream",
                        "audio_s_per_s"])
     path = write_results("cpu", {"model_a": "mid-size random (dim 512, depth 8), fp32, NFE 16",

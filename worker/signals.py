@@ -124,7 +124,8 @@ def preflight(sender: Any, **_: Any) -> None:  # the WorkController; its stubs l
     problems = engine_problems(settings.engine)
     pool = _pool_name(sender.pool_cls)
     if pool not in SERVING_POOLS:
-        problems.append(f"the {pool} pool cannot serve synthesis: use the default (threads), -P solo or -P processes (prefork)")
+        problems.append(f"the {pool} pool cannot serve synthesis: use the default (threads), -P solo or -P processes "
+                        "(prefork)")
     if pool != "prefork" and _asks_for_prefork(sys.argv):
         log.warning("--pool prefork names Celery's default pool, which this app sets to %s: this worker runs the %s "
                     "pool. For prefork children, each with an engine process of its own, give --pool processes.",
