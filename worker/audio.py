@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import wave
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,16 +33,28 @@ def as_float(waveform: np.ndarray) -> np.ndarray:
     return waveform.astype(np.float32, copy=False)
 
 
+#: The canonical header of a 16-bit mono PCM WAV file, in bytes: the samples start here.
+WAV_HEADER_BYTES = 44
+
+
+def wav_header(sample_rate: int, data_bytes: int) -> bytes:
+    """The 44-byte RIFF header of 16-bit mono PCM (as the standard library's ``wave`` and libsndfile write it)."""
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
+                       2 * sample_rate, 2, 16, b"data", data_bytes)
+
+
 def encode_wav(waveform: np.ndarray, sample_rate: int) -> bytes:
     """PCM_16 WAV bytes (float samples are clipped to [-1, 1] first, so that loud noise cannot wrap around). The
-    bytes are libsndfile's for the same samples; written with the standard library, a header and the samples."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(to_pcm16(np.asarray(waveform)).astype("<i2", copy=False).tobytes())
-    return buffer.getvalue()
+    bytes are libsndfile's for the same samples: the header, then the samples, copied once."""
+    samples = np.ascontiguousarray(to_pcm16(np.asarray(waveform)), dtype="<i2")
+    return b"".join((wav_header(sample_rate, samples.nbytes), samples.data.cast("B")))
+
+
+def wav_in_place(buffer: bytearray, sample_rate: int) -> bytearray:
+    """A WAV file whose samples (16-bit, little-endian) were read into ``buffer`` past ``WAV_HEADER_BYTES``: its
+    header written in front of them, without copying them (``worker.runtime.pipes`` reads a job's audio there)."""
+    buffer[:WAV_HEADER_BYTES] = wav_header(sample_rate, len(buffer) - WAV_HEADER_BYTES)
+    return buffer
 
 
 @dataclass(frozen=True)

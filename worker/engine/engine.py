@@ -254,12 +254,12 @@ class Engine:
 
     def _check_vocab(self, text: str) -> None:
         """Refuse text whose letters and digits the model cannot read (punctuation alone does not count)."""
-        spoken = [s for s in self._tokens(text) if any(char.isalnum() for char in s)]
-        known = [s for s in spoken if s in self.vocab]
-        if not known:
+        # each distinct symbol once: a sentence has a few dozen, among hundreds of symbols
+        spoken = {s for s in set(self._tokens(text)) if any(char.isalnum() for char in s)}
+        if not spoken & self.vocab.keys():
             raise BadInputError("bad_text", "none of the text's letters or digits is in the model's vocabulary"
                                 if spoken else "the text has no letters or digits to speak", "text")
-        unknown = sorted({s for s in spoken if s not in self.vocab})
+        unknown = sorted(spoken - self.vocab.keys())
         if unknown:
             log.warning("characters outside the vocab are spoken as spaces: %s", "".join(unknown)[:50])
 

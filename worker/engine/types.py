@@ -50,6 +50,11 @@ class SynthesisOutput:
     submitted_at: float | None = None  # when the engine process received its request (idem)
     chunks: int = 0
     error: BadInputError | None = None
+    #: Across the engine pipe: the 16-bit samples' size, sent after the message as a raw payload (then ``waveform``
+    #: is None in the message); on arrival they are read into ``wav``, a WAV file's buffer past its header, and
+    #: ``waveform`` views them there (``worker.runtime.pipes``).
+    pcm_bytes: int = 0
+    wav: bytearray | None = None
 
     @property
     def ok(self) -> bool:

@@ -36,8 +36,10 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from worker.engine import faults
 from worker.errors import BadInputError, TransientError
@@ -150,9 +152,9 @@ class EngineServer:
         self._nested_s = 0.0  # seconds spent in such passes: not the running pass's own time
         self.clips = ClipStore()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: tuple[Any, ...], payloads: Sequence[memoryview] = ()) -> None:
         with self._send_lock:
-            self.conn.send(message)
+            self.conn.send(message, payloads)
 
     def serve(self) -> None:
         for target, name in ((self._prepare_loop, "prepare"), (self._execute_loop, "execute"),
@@ -358,7 +360,7 @@ class EngineServer:
     def _deliver(self, item: Ticket | tuple[Any, ...]) -> None:
         message = item if isinstance(item, tuple) else self._result(item)
         try:
-            self.send(message)
+            self.send(message, _samples_apart(message))
         except (EOFError, OSError, BrokenPipeError):  # the worker is gone: nothing left to serve
             os._exit(0)
 
@@ -395,6 +397,20 @@ class EngineServer:
         finally:
             ticket.waves.clear()  # the device memory of its chunks goes back, sent or not
         return ("done", ticket.id, outputs)
+
+
+def _samples_apart(message: tuple[Any, ...]) -> list[memoryview]:
+    """A "done" message's 16-bit samples, taken out of its outputs to follow it as raw payloads (never pickled: the
+    worker reads them straight into their WAV file's buffer)."""
+    payloads: list[memoryview] = []
+    if message[0] != "done":
+        return payloads
+    for output in message[2]:
+        if output.waveform is not None and output.waveform.dtype == np.int16:
+            samples = np.ascontiguousarray(output.waveform, dtype="<i2")
+            output.waveform, output.pcm_bytes = None, samples.nbytes
+            payloads.append(samples.data.cast("B"))
+    return payloads
 
 
 def _portable(error: BaseException) -> tuple[str, Any]:

@@ -28,6 +28,9 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from worker.audio import WAV_HEADER_BYTES
 from worker.engine.config import EngineConfig
 from worker.engine.precision import Precision
 from worker.engine.types import SynthesisOutput, SynthesisRequest
@@ -114,6 +117,8 @@ class EngineProcess:
         while True:
             try:
                 message = conn.recv()
+                if message[0] == "done":
+                    _receive_samples(conn, message[2])
             except (EOFError, OSError):
                 break
             self._handle(message)
@@ -184,6 +189,17 @@ class EngineProcess:
             pending.future.set_exception(JobTimeLimitError("the job was abandoned at its time limit"))
         else:
             pending.future.set_exception(_error(message[2]))
+
+
+def _receive_samples(conn: Duplex, outputs: list[SynthesisOutput]) -> None:
+    """Read the samples that follow a "done" message (``pcm_bytes`` each, in order) into their WAV files' buffers,
+    past the header the runner writes there: the only copy of a job's audio on its way in."""
+    for output in outputs:
+        if output.pcm_bytes:
+            wav = bytearray(WAV_HEADER_BYTES + output.pcm_bytes)
+            conn.recv_into(memoryview(wav)[WAV_HEADER_BYTES:])
+            output.wav = wav
+            output.waveform = np.frombuffer(wav, dtype="<i2", offset=WAV_HEADER_BYTES)
 
 
 def _spawn_context() -> Any:

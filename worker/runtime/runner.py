@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from worker import constants as c
-from worker.audio import as_float, encode_wav
+from worker.audio import as_float, encode_wav, wav_in_place
 from worker.contract import Job, JobResult, Timings
 from worker.engine.precision import Precision, job_precision
 from worker.engine.types import SynthesisOutput, SynthesisRequest, VoiceInput
@@ -307,7 +307,9 @@ class JobRunner:
         start = time.perf_counter()
         waveform = output.waveform
         assert waveform is not None  # an engine's output holds audio or an error (checked by the caller)
-        data = encode_wav(waveform, output.sample_rate)
+        # the file's buffer the samples were read into from the engine, or (an engine in this process) encoded here
+        data = wav_in_place(output.wav, output.sample_rate) if output.wav is not None else \
+            encode_wav(waveform, output.sample_rate)
         encoded = time.perf_counter()
         metadata = self._metadata(job, clip, output, data)
         # durable by the time the task's message is acknowledged, not before the result (F5Task.settle_before_ack)
@@ -324,7 +326,7 @@ class JobRunner:
             if job.qa is not None else None
         return self._outcome(job, result=result, duration_s=output.duration_s, signal=signal)
 
-    def _metadata(self, job: Job, clip: Reference, output: SynthesisOutput, data: bytes) -> dict[str, str]:
+    def _metadata(self, job: Job, clip: Reference, output: SynthesisOutput, data: bytes | bytearray) -> dict[str, str]:
         return {
             c.META_JOB_ID: job.resolved_job_id(),
             c.META_JOB_HASH: self.job_hash(job, clip),

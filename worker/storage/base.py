@@ -28,7 +28,7 @@ class ObjectInfo:
 class Storage(Protocol):
     url: str
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+    def put(self, key: str, data: bytes | bytearray, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
         """Write atomically: readers see the old object or the new one, never a part. ``settle_later``: the object
         need only be durable, with its metadata, once this thread's next ``settle`` returns (a job's audio: its

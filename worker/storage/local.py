@@ -68,12 +68,15 @@ def _unavailable(exc: OSError, action: str, key: str) -> Exception:
                                    f"({exc.strerror or exc})")
 
 
-def _atomic_write(path: Path, data: bytes | Path, durable: bool = True) -> int:
+def _atomic_write(path: Path, data: bytes | bytearray | Path, durable: bool = True) -> int:
     """Write ``data`` (bytes, or the contents of a local file, streamed) to a temp file beside ``path``, then rename.
     ``durable``: flushed to disk before the rename (an object's data must survive a power loss once its job is
     acknowledged; its metadata need not, see ``LocalStorage._write``). Returns the file's inode number."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except FileNotFoundError:  # the key's first object in its folder (asked only then: a job's way is short)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; stored audio is meant to be read by others
         with os.fdopen(fd, "wb") as handle:
@@ -125,7 +128,8 @@ class LocalStorage:
     def _sidecar(self, metadata: dict[str, str] | None, content_type: str) -> bytes:
         return json.dumps({"metadata": metadata or {}, "content_type": content_type}).encode()
 
-    def _write(self, key: str, data: bytes | Path, metadata: dict[str, str] | None, content_type: str) -> None:
+    def _write(self, key: str, data: bytes | bytearray | Path, metadata: dict[str, str] | None,
+               content_type: str) -> None:
         path = self._path(key)
         meta = self._meta_path(key)
         writing = self._begin(path)
@@ -140,7 +144,7 @@ class LocalStorage:
         finally:
             self._end(path, writing)
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+    def put(self, key: str, data: bytes | bytearray, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
         if not settle_later:
             self._write(key, data, metadata, content_type)

@@ -80,10 +80,11 @@ class S3Storage:
         except BotoCoreError as exc:
             raise self._unavailable(exc, action, full) from exc
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+    def put(self, key: str, data: bytes | bytearray, metadata: dict[str, str] | None = None,
             content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
         full = self._key(key)
         extra: dict[str, Any] = {"Metadata": metadata or {}, "ContentType": content_type}
+        data = bytes(data)  # a job's WAV may come in the buffer it was read into (boto3's types take bytes)
         try:
             if len(data) < self.transfer.multipart_threshold:  # one request, and S3's own error code if it fails
                 self.client.put_object(Bucket=self.bucket, Key=full, Body=data, Metadata=metadata or {},
