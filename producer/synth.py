@@ -38,14 +38,16 @@ def _lines(text_file: Path) -> list[str]:
 @click.option("--sway-sampling-coef", default=-1.0, show_default=True, type=float)
 @click.option("--speed", default=1.0, show_default=True, type=float)
 @click.option("--seed", type=int, help="Noise seed; default: derived from the text, voice and parameters.")
-@click.option("--batch-size", default=16, show_default=True, type=int, help="Items per pass (1: one at a time).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Items per pass (1: one at a time). Default: 16 on a GPU; one on a CPU, where rows of different "
+                   "lengths padded side by side cost more than they share (bench/bench_cpu.py).")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True)
 @click.option("--device", help="cuda, cuda:N or cpu (default: cuda when available).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile (default: on for CUDA).")
 @click.option("--no-ref-preprocess", is_flag=True, help="Use the reference clip exactly as given.")
 def synth(text: str | None, text_file: Path | None, ref_audio: Path, ref_text: str, output: Path, model: str,
           ckpt: str | None, vocab: str | None, vocoder: str | None, nfe_step: int, cfg_strength: float,
-          sway_sampling_coef: float, speed: float, seed: int | None, batch_size: int, precision: str,
+          sway_sampling_coef: float, speed: float, seed: int | None, batch_size: int | None, precision: str,
           device: str | None, compile_: bool | None, no_ref_preprocess: bool) -> None:
     """Synthesise TEXT (or every line of --text-file) in the voice of --ref-audio, locally."""
     if (text is None) == (text_file is None):
@@ -61,10 +63,10 @@ def synth(text: str | None, text_file: Path | None, ref_audio: Path, ref_text: s
     from worker.errors import BadInputError, EngineBuildError
     from worker.settings import EngineSettings
 
+    # unless given, the engine takes 16 rows per pass on a GPU and its CPU figure (one) on a CPU
     settings = EngineSettings(model=model, ckpt_file=ckpt, vocab_file=vocab, vocoder_path=vocoder,
-                              precision=precision, device=device, compile=compile_, max_batch=max(1, batch_size),
-                              cpu_rows_per_pass=max(1, batch_size),  # one process: its own rows side by side
-                              warmup=False)
+                              precision=precision, device=device, compile=compile_, warmup=False,
+                              max_batch=batch_size or 16, cpu_rows_per_pass=batch_size or 1)
     try:
         engine = Engine.build(settings)
     except (EngineBuildError, BadInputError) as exc:

@@ -220,19 +220,27 @@ class WorkerProcess:
 
         wait_until(ready, timeout, f"worker {self.name} to start its engines", interval=0.25)
 
+    @property
+    def _prefork(self) -> bool:
+        return "processes" in self.extra_args or "-Pprocesses" in self.extra_args or \
+            "--pool=processes" in self.extra_args
+
     def _engine_owners(self) -> int:
-        """How many processes start engines: each prefork pool child (``--pool processes``), else the worker."""
-        args = " ".join(self.extra_args)
-        return (self.concurrency or 1) if "--pool processes" in args or "-P processes" in args else 1
+        """How many processes start engines: each prefork pool child (``--pool processes``; give ``concurrency``),
+        else the worker."""
+        return (self.concurrency or 1) if self._prefork else 1
 
     def children(self) -> list[psutil.Process]:
-        """The engine processes (those that run the model, a prefork child's too): spawned descendants, not
-        multiprocessing's helpers."""
+        """The engine processes (those that run the model): spawned children, not multiprocessing's helpers, nor
+        what an engine forks itself (compile workers); with ``--pool processes``, those of the pool children."""
         found = []
-        for child in psutil.Process(self.process.pid).children(recursive=True):
+        for child in psutil.Process(self.process.pid).children():
             with contextlib.suppress(psutil.Error):
                 if "spawn_main" in " ".join(child.cmdline()):
                     found.append(child)
+                elif self._prefork:  # a forked pool child
+                    found += [grandchild for grandchild in child.children()
+                              if "spawn_main" in " ".join(grandchild.cmdline())]
         return found
 
     def kill_child(self, sig: int = signal.SIGKILL) -> int:

@@ -65,6 +65,19 @@ def test_default_concurrency_fills_two_passes_per_engine(monkeypatch):
     assert explicit["worker_concurrency"] is None
 
 
+def test_default_concurrency_of_prefork_is_a_child_per_engine(monkeypatch):
+    """Each prefork child holds a model of its own: as many children as the threads pool would run engines."""
+    from celery.concurrency.prefork import TaskPool
+
+    from worker.signals import default_concurrency
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    monkeypatch.delenv("F5_DEVICE", raising=False)
+    conf = Conf(worker_concurrency=None)
+    default_concurrency(conf=conf, options={"concurrency": None, "pool_cls": TaskPool})
+    assert conf["worker_concurrency"] == 4
+
+
 def test_the_pass_budget_follows_the_gpus_free_memory():
     """``F5_BATCH_FRAMES`` unset: 80% of the free memory over what one frame-row costs (measured at start), between one
     longest row and ``F5_MAX_BATCH`` longest rows. (The measurement needs a GPU; the rule does not.)"""

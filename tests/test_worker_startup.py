@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -132,10 +133,32 @@ def test_pool_prefork_by_name_is_the_configured_pool_and_says_so(redis_server, p
     and names the flag that gives prefork."""
     env = worker_env(redis_server.url, f"file://{tmp_path}", prepared_random_weights, F5_QUEUE="prefork-by-name")
     worker = WorkerProcess(env, service_dir / "logs", extra_args=["--pool", "prefork"]).start()
-    log = worker.log()
-    worker.stop()
+    try:
+        log = worker.log()
+    finally:
+        worker.stop()
     assert "this worker runs the threads pool" in log and "give --pool processes" in log
     assert "for pool child" not in log
+
+
+def test_an_engine_whose_worker_dies_while_it_builds_exits_at_once(redis_server, prepared_random_weights,
+                                                                    service_dir, tmp_path):
+    """SIGKILL leaves the worker no time to stop its engine process, which is still importing torch and building the
+    model: nothing reads its line then, and it would build on for nobody (minutes and a GPU's memory, on a GPU). It
+    sees its line hang up and exits before it has built."""
+    import psutil
+
+    from tests.services import wait_until
+
+    env = worker_env(redis_server.url, f"file://{tmp_path}", prepared_random_weights, F5_QUEUE="orphaned-engine")
+    worker = WorkerProcess(env, service_dir / "logs").start(wait=False)
+    wait_until(lambda: len(worker.children()) == 1, 60, "the engine process to start")
+    engine = worker.children()[0]
+    worker.send_signal(signal.SIGKILL)
+    worker.process.wait(30)
+    psutil.wait_procs([engine], timeout=60)
+    assert not engine.is_running()
+    assert "warm-up:" not in worker.log()  # it never finished building (a tiny model's build takes seconds)
 
 
 def test_results_are_json(s3_worker, redis_server):

@@ -14,8 +14,12 @@ from celery.worker.control import inspect_command
 
 @inspect_command()
 def f5_health(state: object) -> dict[str, Any]:
+    from worker.celery_app import settings
     from worker.runtime import context
 
-    if context._context is None:  # an assembler: no engine to judge
-        return {"ok": True, "reasons": [], "role": "assembler"}
+    if context._context is None:  # no engine in this process to judge
+        if settings.broker.role == "synthesis":  # a prefork parent: each pool child holds its own engine
+            return {"ok": True, "reasons": [], "role": "synthesis",
+                    "note": "prefork pool: the engines run in the pool children, out of this process's sight"}
+        return {"ok": True, "reasons": [], "role": settings.broker.role}
     return context._context.health.report()

@@ -50,7 +50,8 @@ class _Startup:
 def _pool_name(pool: object) -> str:
     """``-P`` as given (a name) or as resolved (a class, named by its module): 'prefork', 'threads', 'solo', …"""
     name = str(pool if isinstance(pool, str) else getattr(pool, "__module__", "")).rsplit(".", 1)[-1]
-    return {"thread": "threads"}.get(name, name)  # the threads pool lives in celery.concurrency.thread
+    # the threads pool lives in celery.concurrency.thread; "processes" is Celery's other name for prefork
+    return {"thread": "threads", "processes": "prefork"}.get(name, name)
 
 
 def _asks_for_prefork(argv: list[str]) -> bool:
@@ -88,6 +89,7 @@ def log_ready(**_: Any) -> None:
 
 
 @signals.worker_shutting_down.connect
+@signals.worker_shutdown.connect  # again at the very end: a warm shutdown sets the exit code to 0 in between
 def exit_non_zero_after_engine_failure(**_: Any) -> None:
     if _Startup.engine_failed is not None and _Startup.engine_failed.value and _Startup.controller is not None:
         _Startup.controller.exitcode = EX_FAILURE
@@ -106,6 +108,9 @@ def default_concurrency(conf: Any, options: dict[str, Any], **_: Any) -> None:
         return
     from worker.runtime.context import engine_devices, rows_per_pass
 
+    if _pool_name(options.get("pool_cls")) in PER_CHILD_POOLS:  # a child per engine: each holds a model of its own
+        conf.worker_concurrency = len(engine_devices(settings))
+        return
     conf.worker_concurrency = max(4, 2 * rows_per_pass(settings) * len(engine_devices(settings)))
 
 
@@ -163,6 +168,11 @@ def start_engines(sender: str, instance: Any, **_: Any) -> None:
     pool = _pool_name(instance.pool_cls)
     if pool in PER_CHILD_POOLS:
         log.info("the %s pool: every child process starts its own engine process", pool)
+        from worker.runtime.gpus import visible_gpus
+
+        if not settings.engine.device and list(visible_gpus()):
+            log.warning("every %s child's engine runs on the first visible GPU; the default (threads) pool runs one "
+                        "engine per GPU and gathers jobs across messages", pool)
         return
     if pool not in GATHERING_POOLS:
         log.warning("the %s pool runs one message at a time: passes hold only that message's jobs. The default "

@@ -54,10 +54,10 @@ class EngineConfig(BaseModel):
                                  description="Longest wait for companions before a part-full pass starts.")
     cpu_rows_per_pass: int = Field(
         1, ge=1, le=1024, validation_alias=_env("F5_CPU_ROWS_PER_PASS"),
-        description="Rows per pass on a CPU, for the worker. One: its engines run one per core with one torch thread "
-                    "each, so rows run side by side across processes (bench/bench_cpu.py, part B: 21.3 audio-s/s "
-                    "against 19.9 for prefork). `f5-batch synth`, a single process, passes its --batch-size instead "
-                    "(part A: 8 rows 1.05x upstream, 1 row 0.93x).")
+        description="Rows per pass on a CPU. One: the worker's engines run one per core with one torch thread "
+                    "each, so rows run side by side across processes (bench/bench_cpu.py, part B: 22.98 audio-s/s "
+                    "against 22.87 for prefork at concurrency 2); `f5-batch synth`, a single process, also runs one "
+                    "row at a time unless given --batch-size (part A: 1.07x upstream at one row, 1.02x at 8).")
     cpu_engines: int | None = Field(
         None, ge=1, le=256, validation_alias=_env("F5_CPU_ENGINES"),
         description="Engine processes on a machine without GPUs. Default: one per F5_CPU_THREADS cores (all of them; "

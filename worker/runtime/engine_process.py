@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -118,6 +119,7 @@ def main(conn: Duplex, config: dict[str, Any], env: dict[str, str], name: str,
     logging.basicConfig(stream=sys.stderr, level=os.environ.get("F5_ENGINE_LOG_LEVEL", "INFO"),
                         format=f"[%(asctime)s: %(levelname)s/{name}] %(message)s", force=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the worker, which stops this process
+    threading.Thread(target=_exit_when_orphaned, args=(conn.fileno(),), name="f5-orphan-watch", daemon=True).start()
     try:
         from worker.engine.config import EngineConfig
         from worker.engine.engine import Engine
@@ -132,6 +134,22 @@ def main(conn: Duplex, config: dict[str, Any], env: dict[str, str], name: str,
                          "device": str(engine.device), "frame_budget": engine.planner.frame_budget,
                          "warmup": report.__dict__ if report else None, "pid": os.getpid()}))
     EngineServer(engine, conn, max_wait_s).serve()
+
+
+def _exit_when_orphaned(fd: int) -> None:
+    """Exit once the worker's end of the line is closed (the worker, or the prefork child that started this process,
+    is gone, however it died). While the model builds and warms up (minutes, and a GPU's memory) nothing reads the
+    line, so without this the process would build on for nobody."""
+    if not hasattr(select, "poll"):
+        return
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked for: poll returns only on a hang-up or an error
+    while True:
+        try:
+            if poller.poll():
+                os._exit(0)
+        except InterruptedError:
+            continue
 
 
 class EngineServer:
@@ -406,7 +424,7 @@ def _samples_apart(message: tuple[Any, ...]) -> list[memoryview]:
     if message[0] != "done":
         return payloads
     for output in message[2]:
-        if output.waveform is not None and output.waveform.dtype == np.int16:
+        if output.waveform is not None and output.waveform.dtype == np.int16 and output.waveform.size:
             samples = np.ascontiguousarray(output.waveform, dtype="<i2")
             output.waveform, output.pcm_bytes = None, samples.nbytes
             payloads.append(samples.data.cast("B"))

@@ -121,6 +121,10 @@ class EngineProcess:
                     _receive_samples(conn, message[2])
             except (EOFError, OSError):
                 break
+            except Exception:  # a line out of step (a message or payload that cannot be read): the engine is replaced
+                log.exception("%s sent what cannot be read; stopping it", self.name)
+                process.kill()
+                break
             self._handle(message)
         process.join(5)
         self.host._engine_died(self, process.exitcode)
@@ -193,7 +197,7 @@ class EngineProcess:
 
 def _receive_samples(conn: Duplex, outputs: list[SynthesisOutput]) -> None:
     """Read the samples that follow a "done" message (``pcm_bytes`` each, in order) into their WAV files' buffers,
-    past the header the runner writes there: the only copy of a job's audio on its way in."""
+    past the header the runner writes there: the one copy of a job's audio in the worker on its way in."""
     for output in outputs:
         if output.pcm_bytes:
             wav = bytearray(WAV_HEADER_BYTES + output.pcm_bytes)
@@ -309,8 +313,14 @@ class EngineHost:
         engine.restarts += 1
         engine.build_error = None
         if delay:
-            threading.Timer(delay, engine.start).start()
+            threading.Timer(delay, self._restart, args=(engine,)).start()
         else:
+            engine.start()
+
+    def _restart(self, engine: EngineProcess) -> None:
+        """A restart that waited out its backoff: not if the worker has started closing meanwhile (the process would
+        outlive it)."""
+        if not self._closing:
             engine.start()
 
     # ------------------------------------------------------------------------------------------- serving

@@ -38,6 +38,8 @@ class Duplex(Protocol):
 
     def recv_into(self, buffer: memoryview) -> None: ...
 
+    def fileno(self) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -73,6 +75,10 @@ class Line:
             if not got:
                 raise EOFError("the line closed in the middle of a payload")
             view = view[got:]
+
+    def fileno(self) -> int:
+        """The receiving end's descriptor (a hang-up there means the other side is gone)."""
+        return self.receiving.fileno()
 
     def close(self) -> None:
         self.receiving.close()

@@ -84,7 +84,9 @@ class S3Storage:
             content_type: str = "application/octet-stream", *, settle_later: bool = False) -> None:
         full = self._key(key)
         extra: dict[str, Any] = {"Metadata": metadata or {}, "ContentType": content_type}
-        data = bytes(data)  # a job's WAV may come in the buffer it was read into (boto3's types take bytes)
+        # a job's WAV may come in the buffer it was read into: botocore takes a bytearray, its type stubs name bytes
+        # (a copy, nothing beside the upload)
+        data = bytes(data)
         try:
             if len(data) < self.transfer.multipart_threshold:  # one request, and S3's own error code if it fails
                 self.client.put_object(Bucket=self.bucket, Key=full, Body=data, Metadata=metadata or {},
