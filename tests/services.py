@@ -191,6 +191,17 @@ class WorkerProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, wait: bool = True) -> WorkerProcess:
+        """Start it and wait until its engines are ready (``wait``), or only until Celery says it is ready."""
+        self.launch()
+        if wait:
+            self.wait_ready()
+        else:
+            wait_until(lambda: " ready." in self.log_path.read_text(errors="replace")[self._offset:]
+                       or self.process.poll() is not None, 120, f"worker {self.name} to start", interval=0.25)
+        return self
+
+    def launch(self) -> WorkerProcess:
+        """Start the process and return at once."""
         args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO", "-n", self.name,
                 "--without-heartbeat", "--without-mingle", "--without-gossip", *self.extra_args]
         if self.concurrency is not None:
@@ -199,11 +210,6 @@ class WorkerProcess:
         self._offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        if wait:
-            self.wait_ready()
-        else:
-            wait_until(lambda: " ready." in self.log_path.read_text(errors="replace")[self._offset:]
-                       or self.process.poll() is not None, 120, f"worker {self.name} to start", interval=0.25)
         return self
 
     def log(self) -> str:

@@ -151,8 +151,8 @@ def test_an_engine_whose_worker_dies_while_it_builds_exits_at_once(redis_server,
     from tests.services import wait_until
 
     env = worker_env(redis_server.url, f"file://{tmp_path}", prepared_random_weights, F5_QUEUE="orphaned-engine")
-    worker = WorkerProcess(env, service_dir / "logs").start(wait=False)
-    wait_until(lambda: len(worker.children()) == 1, 60, "the engine process to start")
+    worker = WorkerProcess(env, service_dir / "logs").launch()
+    wait_until(lambda: len(worker.children()) == 1, 60, "the engine process to start", interval=0.02)
     engine = worker.children()[0]
     worker.send_signal(signal.SIGKILL)
     worker.process.wait(30)
