@@ -65,17 +65,23 @@ def test_default_concurrency_fills_two_passes_per_engine(monkeypatch):
     assert explicit["worker_concurrency"] is None
 
 
-def test_default_concurrency_of_prefork_is_a_child_per_engine(monkeypatch):
-    """Each prefork child holds a model of its own: as many children as the threads pool would run engines."""
+def test_default_concurrency_of_prefork_is_a_child_per_cpu_engine(monkeypatch):
+    """Each prefork child holds a model of its own: on a CPU, as many children as the threads pool would run engines;
+    on a GPU host one, since every child's engine would run on the first GPU."""
     from celery.concurrency.prefork import TaskPool
 
-    from worker.signals import default_concurrency
+    from worker.runtime.context import engine_devices
+    from worker.signals import default_concurrency, settings
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     monkeypatch.delenv("F5_DEVICE", raising=False)
     conf = Conf(worker_concurrency=None)
     default_concurrency(conf=conf, options={"concurrency": None, "pool_cls": TaskPool})
-    assert conf["worker_concurrency"] == 4
+    assert conf["worker_concurrency"] == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cpu = Conf(worker_concurrency=None)
+    default_concurrency(conf=cpu, options={"concurrency": None, "pool_cls": TaskPool})
+    assert cpu["worker_concurrency"] == len(engine_devices(settings)) >= 1
 
 
 def test_the_pass_budget_follows_the_gpus_free_memory():

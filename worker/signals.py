@@ -108,8 +108,12 @@ def default_concurrency(conf: Any, options: dict[str, Any], **_: Any) -> None:
         return
     from worker.runtime.context import engine_devices, rows_per_pass
 
-    if _pool_name(options.get("pool_cls")) in PER_CHILD_POOLS:  # a child per engine: each holds a model of its own
-        conf.worker_concurrency = len(engine_devices(settings))
+    if _pool_name(options.get("pool_cls")) in PER_CHILD_POOLS:  # each child holds a model of its own
+        from worker.runtime.gpus import visible_gpus
+
+        # a child per core's engine on a CPU; one on a GPU host, where every child's engine would share the first GPU
+        gpu_host = not settings.engine.device and bool(list(visible_gpus()))
+        conf.worker_concurrency = 1 if gpu_host else len(engine_devices(settings))
         return
     conf.worker_concurrency = max(4, 2 * rows_per_pass(settings) * len(engine_devices(settings)))
 

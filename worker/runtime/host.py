@@ -123,7 +123,8 @@ class EngineProcess:
                 break
             except Exception:  # a line out of step (a message or payload that cannot be read): the engine is replaced
                 log.exception("%s sent what cannot be read; stopping it", self.name)
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):  # billiard's processes (a prefork child's) lack kill()
+                    os.kill(process.pid, signal.SIGKILL)  # type: ignore[arg-type]  # started: it has a pid
                 break
             self._handle(message)
         process.join(5)
@@ -244,6 +245,7 @@ class EngineHost:
         self._lock = threading.Lock()
         self._closing = False
         self._serving = False  # set once every engine has started: from then on a dead engine is replaced
+        self._timers: list[threading.Timer] = []  # restarts waiting out their backoff
         self.engines = [EngineProcess(self, index, self._env(device, config.cpu_threads))
                         for index, device in enumerate(devices)]
         self.started_at = time.monotonic()
@@ -281,6 +283,8 @@ class EngineHost:
 
     def close(self) -> None:
         self._closing = True
+        for timer in self._timers:
+            timer.cancel()
         for engine in self.engines:
             if engine.process is not None and engine.process.is_alive():
                 engine.process.terminate()
@@ -313,7 +317,10 @@ class EngineHost:
         engine.restarts += 1
         engine.build_error = None
         if delay:
-            threading.Timer(delay, self._restart, args=(engine,)).start()
+            timer = threading.Timer(delay, self._restart, args=(engine,))
+            timer.daemon = True  # a worker that shuts down meanwhile does not wait for it (close() cancels it)
+            self._timers.append(timer)
+            timer.start()
         else:
             engine.start()
 
