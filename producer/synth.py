@@ -38,7 +38,7 @@ def _lines(text_file: Path) -> list[str]:
 @click.option("--sway-sampling-coef", default=-1.0, show_default=True, type=float)
 @click.option("--speed", default=1.0, show_default=True, type=float)
 @click.option("--seed", type=int, help="Noise seed; default: derived from the text, voice and parameters.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=None,
               help="Items per pass (1: one at a time). Default: 16 on a GPU; one on a CPU, where rows of different "
                    "lengths padded side by side cost more than they share (bench/bench_cpu.py).")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True)

@@ -126,7 +126,10 @@ class EngineProcess:
                 with contextlib.suppress(ProcessLookupError):  # billiard's processes (a prefork child's) lack kill()
                     os.kill(process.pid, signal.SIGKILL)  # type: ignore[arg-type]  # started: it has a pid
                 break
-            self._handle(message)
+            try:
+                self._handle(message)
+            except Exception:  # a callback's fault (the ledger, metrics): this thread keeps reading the engine
+                log.exception("%s: handling a %r message failed", self.name, message[0])
         process.join(5)
         self.host._engine_died(self, process.exitcode)
 
