@@ -66,6 +66,13 @@ def _asks_for_prefork(argv: list[str]) -> bool:
     return False
 
 
+def _children_share_the_first_gpu() -> bool:
+    """A prefork child builds its engine on the default device: on a GPU host (no ``F5_DEVICE``), the first GPU."""
+    from worker.runtime.gpus import visible_gpus
+
+    return not settings.engine.device and bool(visible_gpus())
+
+
 def _synthesis() -> bool:
     return settings.broker.role == "synthesis"
 
@@ -109,11 +116,8 @@ def default_concurrency(conf: Any, options: dict[str, Any], **_: Any) -> None:
     from worker.runtime.context import engine_devices, rows_per_pass
 
     if _pool_name(options.get("pool_cls")) in PER_CHILD_POOLS:  # each child holds a model of its own
-        from worker.runtime.gpus import visible_gpus
-
         # a child per core's engine on a CPU; one on a GPU host, where every child's engine would share the first GPU
-        gpu_host = not settings.engine.device and bool(list(visible_gpus()))
-        conf.worker_concurrency = 1 if gpu_host else len(engine_devices(settings))
+        conf.worker_concurrency = 1 if _children_share_the_first_gpu() else len(engine_devices(settings))
         return
     conf.worker_concurrency = max(4, 2 * rows_per_pass(settings) * len(engine_devices(settings)))
 
@@ -172,9 +176,7 @@ def start_engines(sender: str, instance: Any, **_: Any) -> None:
     pool = _pool_name(instance.pool_cls)
     if pool in PER_CHILD_POOLS:
         log.info("the %s pool: every child process starts its own engine process", pool)
-        from worker.runtime.gpus import visible_gpus
-
-        if not settings.engine.device and list(visible_gpus()):
+        if _children_share_the_first_gpu():
             log.warning("every %s child's engine runs on the first visible GPU; the default (threads) pool runs one "
                         "engine per GPU and gathers jobs across messages", pool)
         return

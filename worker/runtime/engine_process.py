@@ -144,12 +144,8 @@ def _exit_when_orphaned(fd: int) -> None:
         return
     poller = select.poll()
     poller.register(fd, 0)  # no events asked for: poll returns only on a hang-up or an error
-    while True:
-        try:
-            if poller.poll():
-                os._exit(0)
-        except InterruptedError:
-            continue
+    poller.poll()
+    os._exit(0)
 
 
 class EngineServer:

@@ -82,6 +82,7 @@ class EngineProcess:
         self.process: SpawnProcess | None = None  # set by start()
         self.conn: Duplex | None = None
         self.reader: threading.Thread | None = None
+        self.restart_timer: threading.Timer | None = None  # a restart waiting out its backoff
         # Clip digests this process has been sent: later requests in that voice cross the pipe without the clip's
         # bytes. A fresh process starts with none; one that evicted a clip asks for it again ("voice_missing").
         self.voices: set[str] = set()
@@ -248,7 +249,6 @@ class EngineHost:
         self._lock = threading.Lock()
         self._closing = False
         self._serving = False  # set once every engine has started: from then on a dead engine is replaced
-        self._timers: list[threading.Timer] = []  # restarts waiting out their backoff
         self.engines = [EngineProcess(self, index, self._env(device, config.cpu_threads))
                         for index, device in enumerate(devices)]
         self.started_at = time.monotonic()
@@ -286,8 +286,9 @@ class EngineHost:
 
     def close(self) -> None:
         self._closing = True
-        for timer in self._timers:
-            timer.cancel()
+        for engine in self.engines:
+            if engine.restart_timer is not None:
+                engine.restart_timer.cancel()
         for engine in self.engines:
             if engine.process is not None and engine.process.is_alive():
                 engine.process.terminate()
@@ -320,10 +321,9 @@ class EngineHost:
         engine.restarts += 1
         engine.build_error = None
         if delay:
-            timer = threading.Timer(delay, self._restart, args=(engine,))
-            timer.daemon = True  # a worker that shuts down meanwhile does not wait for it (close() cancels it)
-            self._timers.append(timer)
-            timer.start()
+            engine.restart_timer = threading.Timer(delay, self._restart, args=(engine,))
+            engine.restart_timer.daemon = True  # never waited for at exit; close() cancels it
+            engine.restart_timer.start()
         else:
             engine.start()
 

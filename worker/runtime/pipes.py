@@ -58,7 +58,7 @@ class Line:
         are not interleaved with another's."""
         self.sending.send(message)
         for payload in payloads:
-            view = payload.cast("B") if payload.format != "B" or payload.ndim != 1 else payload
+            view = payload.cast("B")
             while view:
                 view = view[os.write(self.sending.fileno(), view):]
 
